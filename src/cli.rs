@@ -1,0 +1,282 @@
+//! The command line: one options struct per command, nothing else.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Make a self-managed Kubernetes control plane usable with AWS IAM Roles for
+/// Service Accounts (IRSA) and GCP/Azure workload identity.
+///
+/// irsa-agent detects the distribution (MicroK8s, kubeadm, minikube, k3s, RKE2,
+/// k0s), rewrites the kube-apiserver service-account flags with the right issuer
+/// precedence, installs key files, and writes the discovery documents to publish.
+#[derive(Debug, Parser)]
+#[command(
+    name = "irsa-agent",
+    version,
+    about,
+    long_about,
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalOpts,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options valid before or after any command.
+#[derive(Debug, Args, Clone)]
+pub struct GlobalOpts {
+    /// Operate on a sysroot: every absolute path is resolved under DIR (no root
+    /// privileges needed then). Default: the real root, /.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+
+    /// Skip detection and treat the node as this distribution.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub distro: Option<String>,
+
+    /// Output format. With json, stdout carries exactly one JSON object and
+    /// every log line goes to stderr.
+    #[arg(long, global = true, value_enum, default_value_t = OutputMode::Human)]
+    pub output: OutputMode,
+
+    /// More log output on stderr (-v info, -vv debug, -vvv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+
+    /// Only errors on stderr.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputMode {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show the distribution, its config files and the service-account settings
+    /// the apiserver runs with (issuers in order, signing key, key files,
+    /// audiences), each with the line it comes from.
+    Detect(DetectOpts),
+    /// Converge the node to the desired issuer, audiences and keys.
+    ///
+    /// The new issuer is put first (it signs new tokens); every old issuer,
+    /// key file and effective audience stays accepted, so existing tokens keep
+    /// working. Only the lines that must change are changed. A second identical
+    /// run changes nothing.
+    Apply(ApplyOpts),
+    /// Generate a service-account signing key pair (PKCS#8 private key, 0600,
+    /// and PKIX public key) and print its key id.
+    Keygen(KeygenOpts),
+    /// Write the OpenID discovery document and JWKS to publish at the issuer URL.
+    Discovery(DiscoveryOpts),
+    /// Write the AWS IAM OIDC provider input and a role trust policy.
+    Aws(AwsOpts),
+}
+
+#[derive(Debug, Args)]
+pub struct DetectOpts {}
+
+#[derive(Debug, Args)]
+pub struct ApplyOpts {
+    /// The issuer URL to sign new tokens with (https, no query, no fragment).
+    /// Discovery documents must be served under it.
+    #[arg(long, value_name = "URL")]
+    pub issuer: String,
+
+    /// An audience tokens may be issued for (repeatable). Added to every audience
+    /// the apiserver already accepts.
+    #[arg(
+        long = "audience",
+        value_name = "A",
+        default_value = "sts.amazonaws.com"
+    )]
+    pub audiences: Vec<String>,
+
+    /// Install this private key (PEM) into the distribution's key directory and
+    /// sign with it. Without it (and without --generate-key) the cluster keeps
+    /// its current signing key.
+    #[arg(long, value_name = "PATH", conflicts_with = "generate_key")]
+    pub signing_key: Option<PathBuf>,
+
+    /// Generate a new key pair in the distribution's key directory and sign with it.
+    #[arg(long)]
+    pub generate_key: bool,
+
+    /// Key type for --generate-key.
+    #[arg(long = "key-type", value_enum, default_value_t = KeyType::Rsa2048, requires = "generate_key")]
+    pub key_type: KeyType,
+
+    /// An extra public key file to accept tokens from (repeatable), e.g. the key
+    /// of another cluster or an older key during rotation.
+    #[arg(long = "public-key", value_name = "PATH")]
+    pub public_keys: Vec<PathBuf>,
+
+    /// Change nothing; report whether anything would change.
+    #[arg(long)]
+    pub check: bool,
+
+    /// Print unified diffs of every file that changes (or would change).
+    #[arg(long)]
+    pub diff: bool,
+
+    /// Write the configuration but do not restart the apiserver.
+    #[arg(long)]
+    pub no_restart: bool,
+
+    /// Allow an issuer URL with a port (AWS rejects such issuers).
+    #[arg(long)]
+    pub allow_port: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum KeyType {
+    /// RSA 2048 bits (RS256).
+    #[default]
+    #[value(name = "rsa-2048")]
+    Rsa2048,
+    /// RSA 4096 bits (RS256).
+    #[value(name = "rsa-4096")]
+    Rsa4096,
+    /// ECDSA on NIST P-256 (ES256).
+    #[value(name = "ec-p256")]
+    EcP256,
+}
+
+#[derive(Debug, Args)]
+pub struct KeygenOpts {
+    /// Where to write the private key (PKCS#8 PEM, mode 0600).
+    #[arg(long, value_name = "PATH")]
+    pub private_key: PathBuf,
+
+    /// Where to write the public key (PKIX PEM, mode 0644).
+    #[arg(long, value_name = "PATH")]
+    pub public_key: PathBuf,
+
+    /// Key type.
+    #[arg(long = "type", value_enum, default_value_t = KeyType::Rsa2048)]
+    pub key_type: KeyType,
+
+    /// Overwrite existing files.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum JwksLayout {
+    /// The apiserver's own layout: `<issuer>/openid/v1/jwks`.
+    #[default]
+    Kube,
+    /// `<issuer>/keys.json`, as many hand-written setups use.
+    KeysJson,
+}
+
+#[derive(Debug, Args)]
+pub struct DiscoveryOpts {
+    /// The issuer URL exactly as the apiserver's first --service-account-issuer.
+    #[arg(long, value_name = "URL")]
+    pub issuer: String,
+
+    /// A key file to publish (repeatable): public or private keys, certificates,
+    /// multi-block PEM files, read the way kube-apiserver reads key files.
+    #[arg(long = "public-key", value_name = "PATH", required = true)]
+    pub public_keys: Vec<PathBuf>,
+
+    /// Directory to write the documents into.
+    #[arg(long, value_name = "DIR", required_unless_present = "jwks_only")]
+    pub out: Option<PathBuf>,
+
+    /// Where the JWKS is served.
+    #[arg(long, value_enum, default_value_t = JwksLayout::Kube)]
+    pub layout: JwksLayout,
+
+    /// Write only the bare JWKS to stdout (for GCP's --jwk-json-path).
+    #[arg(long)]
+    pub jwks_only: bool,
+
+    /// Allow an issuer URL with a port (AWS rejects such issuers).
+    #[arg(long)]
+    pub allow_port: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AwsOpts {
+    /// The issuer URL exactly as the apiserver's first --service-account-issuer.
+    #[arg(long, value_name = "URL")]
+    pub issuer: String,
+
+    /// Client ID (audience) to register (repeatable).
+    #[arg(
+        long = "audience",
+        value_name = "A",
+        default_value = "sts.amazonaws.com"
+    )]
+    pub audiences: Vec<String>,
+
+    /// Namespace whose service account(s) may assume the role.
+    #[arg(long, value_name = "NS")]
+    pub namespace: Option<String>,
+
+    /// One service account in --namespace (otherwise any in the namespace).
+    #[arg(long, value_name = "SA", requires = "namespace")]
+    pub service_account: Option<String>,
+
+    /// Role name used in the printed commands.
+    #[arg(long, value_name = "NAME")]
+    pub role_name: Option<String>,
+
+    /// PEM file holding the top CA certificate of the issuer's TLS chain; its
+    /// SHA-1 fingerprint becomes the thumbprint.
+    #[arg(long, value_name = "PATH", conflicts_with = "fetch_thumbprint")]
+    pub ca_file: Option<PathBuf>,
+
+    /// Connect to the issuer host and take the thumbprint from its chain.
+    #[arg(long)]
+    pub fetch_thumbprint: bool,
+
+    /// Directory to write oidc-provider.json and trust-policy.json into.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+
+    /// Allow an issuer URL with a port (AWS rejects such issuers).
+    #[arg(long)]
+    pub allow_port: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_options_work_after_the_command() {
+        let cli = Cli::try_parse_from([
+            "irsa-agent",
+            "detect",
+            "--root",
+            "some/dir",
+            "--output",
+            "json",
+            "--distro",
+            "k3s",
+        ])
+        .expect("parses");
+        assert_eq!(
+            cli.global.root.as_deref(),
+            Some(std::path::Path::new("some/dir"))
+        );
+        assert_eq!(cli.global.output, OutputMode::Json);
+        assert_eq!(cli.global.distro.as_deref(), Some("k3s"));
+    }
+}

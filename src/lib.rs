@@ -1,0 +1,16 @@
+//! irsa-agent: converge a Kubernetes control-plane node to a public
+//! service-account issuer usable with AWS IRSA and GCP/Azure workload identity.
+//!
+//! Everything that decides is pure (`flags`, `formats`, `keys`, `distro`
+//! profiles); everything that touches the node goes through `system`.
+
+pub mod apply;
+pub mod cli;
+pub mod detect;
+pub mod distro;
+pub mod flags;
+pub mod formats;
+pub mod issuer;
+pub mod keys;
+pub mod output;
+pub mod system;

@@ -1,0 +1,83 @@
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+use irsa_agent::cli::{Cli, Command, OutputMode};
+use irsa_agent::output::{error_chain, Exit, Outcome};
+use irsa_agent::{apply, detect, keys};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    let mode = cli.global.output;
+    let result = match &cli.command {
+        Command::Detect(o) => detect::run(&cli.global, o),
+        Command::Apply(o) => apply::run(&cli.global, o),
+        Command::Keygen(o) => keys::commands::keygen(o),
+        Command::Discovery(o) => keys::commands::discovery(o),
+        Command::Aws(o) => keys::commands::aws(o),
+    };
+    match result {
+        Ok(outcome) => {
+            print_outcome(mode, &outcome);
+            ExitCode::from(Exit::Ok as u8)
+        }
+        Err(err) => {
+            print_error(mode, &cli.command, &err);
+            ExitCode::from(Exit::Failed as u8)
+        }
+    }
+}
+
+fn init_logging(cli: &Cli) {
+    let default = match (cli.global.quiet, cli.global.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, 2) => "debug",
+        _ => "trace",
+    };
+    let filter =
+        EnvFilter::try_from_env("IRSA_AGENT_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .with_target(false)
+        .init();
+}
+
+fn print_outcome(mode: OutputMode, outcome: &Outcome) {
+    let mut out = std::io::stdout().lock();
+    // A closed stdout (e.g. `| head`) is not worth a panic.
+    let _ = match (&outcome.raw_stdout, mode) {
+        (Some(raw), _) => out.write_all(raw.as_bytes()),
+        (None, OutputMode::Json) => {
+            writeln!(out, "{}", serde_json::Value::Object(outcome.json.clone()))
+        }
+        (None, OutputMode::Human) => out.write_all(outcome.human.as_bytes()),
+    };
+}
+
+fn print_error(mode: OutputMode, command: &Command, err: &anyhow::Error) {
+    let chain = error_chain(err);
+    match mode {
+        OutputMode::Json => {
+            let mut obj = serde_json::Map::new();
+            if matches!(command, Command::Apply(_)) {
+                obj.insert("changed".into(), false.into());
+            }
+            obj.insert("error".into(), chain[0].clone().into());
+            obj.insert("error_chain".into(), chain.clone().into());
+            println!("{}", serde_json::Value::Object(obj));
+        }
+        OutputMode::Human => {
+            let mut e = std::io::stderr().lock();
+            let _ = writeln!(e, "error: {}", chain[0]);
+            for cause in &chain[1..] {
+                let _ = writeln!(e, "  caused by: {cause}");
+            }
+        }
+    }
+}
