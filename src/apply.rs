@@ -1,7 +1,382 @@
-//! `apply`: plan, write, (restart, verify, rollback).
-use crate::cli::{ApplyOpts, GlobalOpts};
-use crate::output::Outcome;
+//! `apply`: plan the change, show it, then install keys and write the
+//! configuration atomically after a backup. Restart and verification belong to
+//! the next stage of the loop; today `apply` stops after writing.
 
-pub fn run(_g: &GlobalOpts, _o: &ApplyOpts) -> anyhow::Result<Outcome> {
-    anyhow::bail!("apply is being written")
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::json;
+
+use crate::cli::{ApplyOpts, GlobalOpts};
+use crate::distro::{Profile, RestartMethod};
+use crate::flags::{converge, Desired, Effective, SaState};
+use crate::issuer::{differ_only_by_trailing_slash, Issuer};
+use crate::keys::{self, PrivateKey, PublicKey};
+use crate::node::{self, Node};
+use crate::output::Outcome;
+use crate::system::fs::{default_owner, Perms};
+use crate::system::{backup, lock, Sysroot};
+use crate::{formats, keycheck};
+
+/// Prefix of every key file irsa-agent installs.
+pub const KEY_PREFIX: &str = "irsa-agent-";
+
+/// One file the run writes.
+#[derive(Debug, Clone)]
+pub struct FileChange {
+    /// Node path.
+    pub path: String,
+    pub old: Option<String>,
+    pub new: Vec<u8>,
+    /// Mode for a new file (an existing one keeps its own).
+    pub mode: u32,
+    /// Private key material: never shown.
+    pub secret: bool,
+}
+
+impl FileChange {
+    fn action(&self) -> &'static str {
+        if self.old.is_some() {
+            "modified"
+        } else {
+            "created"
+        }
+    }
+
+    /// A unified diff, or a note for secret files.
+    pub fn diff(&self) -> String {
+        if self.secret {
+            return format!("--- /dev/null\n+++ b{}\n(private key, content not shown)\n", self.path);
+        }
+        let new = String::from_utf8_lossy(&self.new);
+        let old = self.old.as_deref().unwrap_or("");
+        let old_name = if self.old.is_some() {
+            format!("a{}", self.path)
+        } else {
+            "/dev/null".to_string()
+        };
+        similar::TextDiff::from_lines(old, new.as_ref())
+            .unified_diff()
+            .context_radius(3)
+            .header(&old_name, &format!("b{}", self.path))
+            .to_string()
+    }
+}
+
+/// Everything `apply` decided, before touching the node.
+pub struct Plan {
+    pub target: SaState,
+    pub changes: Vec<FileChange>,
+    pub warnings: Vec<String>,
+}
+
+pub fn run(global: &GlobalOpts, opts: &ApplyOpts) -> Result<Outcome> {
+    let issuer = Issuer::parse(&opts.issuer, opts.allow_port).map_err(|e| anyhow!("--issuer: {e}"))?;
+    for a in &opts.audiences {
+        check_audience(a)?;
+    }
+    let root = node::sysroot(global)?;
+    let node = node::inspect(root, global.distro.as_deref())?;
+    let plan = plan(&node, &issuer, opts)?;
+    let changed = !plan.changes.is_empty();
+    let mut backup_id = None;
+    if changed && !opts.check {
+        let _lock = lock::acquire(&node.root)?;
+        // Another writer may have changed the files between reading and locking.
+        let now = node::load_files(&node.root, node.profile())?;
+        if now != node.files {
+            bail!("the configuration changed while irsa-agent was planning; nothing was written, run again");
+        }
+        backup_id = Some(write(&node.root, &plan.changes)?);
+    }
+    Ok(report(&node, opts, &plan, backup_id))
+}
+
+fn check_audience(a: &str) -> Result<()> {
+    if a.is_empty() || a.trim() != a || a.chars().any(char::is_whitespace) {
+        bail!("--audience {a:?}: an audience must be non-empty and contain no whitespace");
+    }
+    if a.contains(',') {
+        bail!("--audience {a:?}: the apiserver splits --api-audiences on commas; pass each audience with its own --audience");
+    }
+    Ok(())
+}
+
+/// Decide every change. Reads the node and the key files given on the command
+/// line; writes nothing.
+pub fn plan(node: &Node, issuer: &Issuer, opts: &ApplyOpts) -> Result<Plan> {
+    let profile = node.profile();
+    let current = node.effective.state();
+    let mut warnings: Vec<String> = issuer.warnings.clone();
+    for s in &node.effective.issuers {
+        if differ_only_by_trailing_slash(&s.value, issuer.as_str()) {
+            bail!(
+                "--issuer {} differs from the configured issuer {} ({}) only by a trailing slash; the apiserver \
+                 compares issuers as exact strings and would treat them as two. Use exactly the spelling you publish",
+                issuer,
+                s.value,
+                s.source
+            );
+        }
+    }
+    if current.issuers.is_empty() {
+        warnings.push(format!(
+            "no --service-account-issuer was set in {}; the apiserver cannot have been running with this configuration",
+            profile.config
+        ));
+    }
+
+    let mut changes: Vec<FileChange> = Vec::new();
+    let mut extra_key_files: Vec<String> = Vec::new();
+    let mut signing_key_file = None;
+    let mut signing_public: Option<PublicKey> = None;
+
+    // The signing key: installed, generated, or the current one kept.
+    let new_private = if let Some(path) = &opts.signing_key {
+        let bytes = fs_err::read(path).map_err(|e| anyhow!("--signing-key {}: {e}", path.display()))?;
+        Some(PrivateKey::parse(&bytes, path).with_context(|| format!("--signing-key {}", path.display()))?)
+    } else if opts.generate_key {
+        match reusable_generated_key(node, &current)? {
+            Some(_) => None,
+            None => Some(PrivateKey::generate(opts.key_type).context("generating a signing key")?),
+        }
+    } else {
+        None
+    };
+    if let Some(private) = &new_private {
+        let public = private.public_key();
+        let stem = format!("{}/{KEY_PREFIX}{}", profile.key_dir, short_kid(&public));
+        let key_path = format!("{stem}.key");
+        let pub_path = format!("{stem}.pub");
+        install_key(node, &key_path, private.to_pkcs8_pem().as_bytes(), 0o600, true, &mut changes)?;
+        install_key(node, &pub_path, public.to_pem().as_bytes(), 0o644, false, &mut changes)?;
+        signing_key_file = Some(key_path);
+        extra_key_files.push(pub_path);
+        signing_public = Some(public);
+    } else {
+        // Keeping the current key: it must verify, or the apiserver could not
+        // validate its own tokens.
+        let report = keycheck::check(&node.root, profile, &current)?;
+        if let Some(problem) = report.signing_key_unverifiable {
+            bail!("{problem}; fix the key files or pass --signing-key / --generate-key");
+        }
+        warnings.extend(report.warnings);
+    }
+
+    // Extra public keys to accept.
+    for path in &opts.public_keys {
+        let bytes = fs_err::read(path).map_err(|e| anyhow!("--public-key {}: {e}", path.display()))?;
+        let keys: Vec<PublicKey> = keys::parse_public_keys(&bytes, path)
+            .with_context(|| format!("--public-key {}", path.display()))?
+            .into_iter()
+            .filter(|k| Some(k) != signing_public.as_ref())
+            .collect();
+        let Some(first) = keys.first() else {
+            if signing_public.is_some() {
+                continue; // only the signing key's own public half
+            }
+            bail!("--public-key {}: the file holds no public key the apiserver would read", path.display());
+        };
+        let dest = format!("{}/{KEY_PREFIX}extra-{}.pub", profile.key_dir, short_kid(first));
+        let pem: String = keys.iter().map(PublicKey::to_pem).collect();
+        install_key(node, &dest, pem.as_bytes(), 0o644, false, &mut changes)?;
+        extra_key_files.push(dest);
+    }
+
+    let desired = Desired {
+        issuer: issuer.as_str().to_string(),
+        audiences: opts.audiences.clone(),
+        signing_key_file,
+        extra_key_files,
+    };
+    let target = converge(&current, &desired);
+    let new_files = formats::write(profile, &node.files, &target)?;
+    // Read the result back the way the distribution will, before writing anything.
+    let after = Effective::from_args(&formats::read_args(profile, &new_files)?).state();
+    if after != target {
+        bail!(
+            "internal error: the edited configuration would give {after:?} instead of {target:?}; nothing was written"
+        );
+    }
+    for (path, new) in &new_files {
+        let old = node.files.get(path);
+        if old != Some(new) {
+            let mode = node.root.perms(path)?.map(|p| p.mode).unwrap_or(0o600);
+            changes.push(FileChange {
+                path: path.clone(),
+                old: old.cloned(),
+                new: new.clone().into_bytes(),
+                mode,
+                secret: false,
+            });
+        }
+    }
+    if profile.restart.method == RestartMethod::StaticPod {
+        let report = keycheck::check(&node.root, profile, &SaState {
+            // Only the files this run adds: the current ones were checked above.
+            key_files: target
+                .key_files
+                .iter()
+                .filter(|k| !current.key_files.contains(k))
+                .cloned()
+                .collect(),
+            ..SaState::default()
+        });
+        if let Ok(r) = report {
+            warnings.extend(r.warnings.into_iter().filter(|w| w.contains("outside the directories")));
+        }
+    }
+    if !changes.is_empty() {
+        warnings.extend(profile.warnings.apply.iter().cloned());
+    }
+    if !node.detection.also_found.is_empty() {
+        warnings.push(format!(
+            "markers of {} were found too; pass --distro if {} is not the one running",
+            node.detection.also_found.join(", "),
+            profile.name
+        ));
+    }
+    Ok(Plan {
+        target,
+        changes,
+        warnings,
+    })
+}
+
+/// With --generate-key: the current signing key if irsa-agent generated it
+/// (a second run must not rotate the key again).
+fn reusable_generated_key(node: &Node, current: &SaState) -> Result<Option<String>> {
+    let profile = node.profile();
+    let Some(sk) = &current.signing_key_file else { return Ok(None) };
+    let in_dir = Path::new(sk).parent() == Some(Path::new(&profile.key_dir));
+    let ours = Path::new(sk)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with(KEY_PREFIX) && !n.starts_with(&format!("{KEY_PREFIX}extra-")));
+    Ok((in_dir && ours && node.root.exists(sk)).then(|| sk.clone()))
+}
+
+/// The first 16 characters of the kid: enough to tell keys apart in a file name.
+fn short_kid(k: &PublicKey) -> String {
+    k.kid().chars().take(16).collect()
+}
+
+/// Plan to install a key file unless the same key is already there.
+fn install_key(node: &Node, path: &str, pem: &[u8], mode: u32, secret: bool, changes: &mut Vec<FileChange>) -> Result<()> {
+    if let Some(existing) = node.root.read_bytes_optional(path)? {
+        let same = if secret {
+            PrivateKey::parse(&existing, Path::new(path))
+                .ok()
+                .zip(PrivateKey::parse(pem, Path::new(path)).ok())
+                .is_some_and(|(a, b)| a.public_key() == b.public_key())
+        } else {
+            keys::parse_public_keys(&existing, Path::new(path)).ok()
+                == keys::parse_public_keys(pem, Path::new(path)).ok()
+        };
+        if same {
+            return Ok(());
+        }
+        bail!("{path} already exists and holds a different key; move it away or choose another key");
+    }
+    changes.push(FileChange {
+        path: path.to_string(),
+        old: None,
+        new: pem.to_vec(),
+        mode,
+        secret,
+    });
+    Ok(())
+}
+
+/// Back up, then write every change; on failure put everything back.
+fn write(root: &Sysroot, changes: &[FileChange]) -> Result<String> {
+    let paths: Vec<String> = changes.iter().map(|c| c.path.clone()).collect();
+    let b = backup::create(root, &paths).context("backing up the files to change; nothing was written")?;
+    let (uid, gid) = default_owner();
+    let result = (|| -> Result<()> {
+        // Keys first: the configuration must never name a key that is not there yet.
+        for c in changes.iter().filter(|c| c.old.is_none()) {
+            if let Some((dir, _)) = c.path.rsplit_once('/') {
+                root.create_dir_all(dir, 0o755)?;
+            }
+            root.write_atomic(&c.path, &c.new, Perms { mode: c.mode, uid, gid })?;
+        }
+        for c in changes.iter().filter(|c| c.old.is_some()) {
+            let perms = root.perms(&c.path)?.unwrap_or(Perms { mode: c.mode, uid, gid });
+            root.write_atomic(&c.path, &c.new, perms)?;
+        }
+        Ok(())
+    })();
+    if let Err(err) = result {
+        return match backup::restore(root, &b) {
+            Ok(()) => Err(err.context("writing failed; every file was restored from backup")),
+            Err(restore_err) => Err(err.context(format!(
+                "writing failed AND restoring backup {} failed ({restore_err:#}); run `irsa-agent rollback` or copy the files back from {}",
+                b.id,
+                b.dir()
+            ))),
+        };
+    }
+    Ok(b.id)
+}
+
+fn restart_hint(profile: &Profile) -> String {
+    match (profile.restart.method, &profile.restart.unit) {
+        (RestartMethod::Systemd, Some(unit)) => format!("restart the apiserver: systemctl restart {unit}"),
+        _ => "the kubelet restarts the apiserver pod by itself when the manifest changes; wait for it to be ready".into(),
+    }
+}
+
+fn report(node: &Node, opts: &ApplyOpts, plan: &Plan, backup_id: Option<String>) -> Outcome {
+    let profile = node.profile();
+    let changed = !plan.changes.is_empty();
+    let mut o = Outcome::new();
+    let files: Vec<_> = plan
+        .changes
+        .iter()
+        .map(|c| json!({"path": c.path, "action": c.action(), "diff": c.diff()}))
+        .collect();
+    o.set("changed", changed)
+        .set("check", opts.check)
+        .set("distro", profile.name.clone())
+        .set("files", files)
+        .set("issuers", plan.target.issuers.clone())
+        .set("api_audiences", plan.target.api_audiences.clone())
+        .set("signing_key_file", plan.target.signing_key_file.clone())
+        .set("key_files", plan.target.key_files.clone())
+        .set("restarted", false)
+        .set("restart_pending", changed && !opts.check)
+        .set("backup", backup_id.clone())
+        .set("warnings", plan.warnings.clone());
+
+    let verb = match (changed, opts.check) {
+        (false, _) => "already converged: nothing to change",
+        (true, true) => "would change (--check: nothing written)",
+        (true, false) => "changed",
+    };
+    o.line(format!("{}: {verb}", profile.title));
+    for c in &plan.changes {
+        o.line(format!("  {:<8} {}", c.action(), c.path));
+    }
+    if opts.diff {
+        for c in &plan.changes {
+            o.human.push_str(&c.diff());
+        }
+    }
+    o.line(format!(
+        "issuers:     {} (signs){}",
+        plan.target.issuers[0],
+        plan.target.issuers[1..].iter().map(|i| format!(", {i}")).collect::<String>()
+    ));
+    o.line(format!("audiences:   {}", plan.target.api_audiences.join(", ")));
+    if let Some(id) = &backup_id {
+        o.line(format!("backup:      {}/{id}", backup::BACKUP_DIR));
+    }
+    if changed && !opts.check {
+        o.line(format!("restart:     pending; {}", restart_hint(profile)));
+    }
+    for w in &plan.warnings {
+        tracing::warn!("{w}");
+    }
+    o
 }

@@ -11,6 +11,8 @@ pub mod distro;
 pub mod flags;
 pub mod formats;
 pub mod issuer;
+pub mod keycheck;
 pub mod keys;
+pub mod node;
 pub mod output;
 pub mod system;

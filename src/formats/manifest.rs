@@ -1,0 +1,159 @@
+//! A static-pod manifest (kubeadm, minikube): the kube-apiserver container's
+//! `command:` (and `args:`) list. The YAML is parsed to find the container; the
+//! list items are then edited line by line so every other byte stays.
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_yaml::Value;
+
+use super::lines::{self, Item, Render, Token};
+use super::yaml_lines::{block_sequences, Block};
+use crate::flags::{Arg, SaState, Source};
+
+/// The kube-apiserver container's arguments, with the text lines they stand on.
+fn tokens(path: &str, text: &str) -> Result<Vec<Token>> {
+    let doc: Value = serde_yaml::from_str(text).with_context(|| format!("{path} is not valid YAML"))?;
+    let (command, args) = apiserver_lists(&doc).ok_or_else(|| {
+        anyhow!("{path}: no container named kube-apiserver with a command or args list under spec.containers")
+    })?;
+    let blocks = block_sequences(text, &["command", "args"]);
+    let mut out = Vec::new();
+    for (key, want) in [("command", command), ("args", args)] {
+        let Some(want) = want else { continue };
+        let found: Vec<&Block> = blocks
+            .iter()
+            .filter(|b| b.key == key && b.items.iter().map(|t| t.text.as_str()).eq(want.iter().map(String::as_str)))
+            .collect();
+        match found.as_slice() {
+            [one] => out.extend(one.items.iter().cloned()),
+            [] => bail!(
+                "{path}: cannot find the kube-apiserver {key} list as a block sequence (one `- item` per line); \
+                 flow style or multi-line items are not edited in place"
+            ),
+            _ => bail!("{path}: the kube-apiserver {key} list appears more than once; cannot tell which to edit"),
+        }
+    }
+    Ok(out)
+}
+
+/// `spec.containers[name=kube-apiserver]` command and args as strings.
+fn apiserver_lists(doc: &Value) -> Option<(Option<Vec<String>>, Option<Vec<String>>)> {
+    let containers = doc.get("spec")?.get("containers")?.as_sequence()?;
+    let c = containers
+        .iter()
+        .find(|c| c.get("name").and_then(Value::as_str) == Some("kube-apiserver"))?;
+    let list = |k: &str| {
+        c.get(k).and_then(Value::as_sequence).map(|s| {
+            s.iter()
+                .map(|v| match v {
+                    Value::String(s) => s.clone(),
+                    other => serde_yaml::to_string(other).unwrap_or_default().trim_end().to_string(),
+                })
+                .collect::<Vec<_>>()
+        })
+    };
+    let (command, args) = (list("command"), list("args"));
+    (command.is_some() || args.is_some()).then_some((command, args))
+}
+
+/// The apiserver arguments the manifest yields.
+pub fn read(path: &str, text: &str) -> Result<Vec<Arg>> {
+    let items = lines::items_from_tokens(&tokens(path, text)?);
+    Ok(items
+        .into_iter()
+        .map(|it| Arg::new(it.name, it.value, Source::line(path, it.line + 1)))
+        .collect())
+}
+
+/// Rewrite the manifest so that its managed flags are exactly `target`.
+pub fn edit(path: &str, text: &str, target: &SaState) -> Result<String> {
+    let items = lines::items_from_tokens(&tokens(path, text)?);
+    let edits = lines::plan(&items, target);
+    lines::apply(text, &items, &edits, &ManifestRender).with_context(|| format!("editing {path}"))
+}
+
+struct ManifestRender;
+
+impl Render for ManifestRender {
+    fn render(&self, like: Option<&Item>, name: &str, value: &str, keep_suffix: bool) -> Result<String> {
+        let like = like.ok_or_else(|| anyhow!("the kube-apiserver command list is empty"))?;
+        let arg = format!("--{name}={value}");
+        let quote = like.prefix.chars().last().filter(|c| *c == '"' || *c == '\'');
+        let body = match quote {
+            Some('"') => arg.replace('\\', "\\\\").replace('"', "\\\""),
+            Some(_) => arg.replace('\'', "''"),
+            None if needs_quotes(&arg) => format!("\"{}\"", arg.replace('\\', "\\\\").replace('"', "\\\"")),
+            None => arg,
+        };
+        let suffix = match (keep_suffix, quote) {
+            (true, _) => like.suffix.clone(),
+            (false, Some(q)) => q.to_string(),
+            (false, None) => String::new(),
+        };
+        Ok(format!("{}{}{}", like.prefix, body, suffix))
+    }
+}
+
+fn needs_quotes(s: &str) -> bool {
+    s.contains(": ") || s.contains(" #") || s.ends_with(':') || s.contains(['\t', '"', '\'', '\n']) || s.ends_with(' ')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MANIFEST: &str = "apiVersion: v1\nkind: Pod\nspec:\n  containers:\n  - name: sidecar\n    command:\n    - sleep\n  - command:\n    - kube-apiserver\n    - --advertise-address=10.0.0.1  # node ip\n    - \"--service-account-issuer=https://kubernetes.default.svc.cluster.local\"\n    - --service-account-key-file\n    - /etc/kubernetes/pki/sa.pub\n    - '--service-account-signing-key-file=/etc/kubernetes/pki/sa.key'\n    image: registry.k8s.io/kube-apiserver:v1.31.0\n    name: kube-apiserver\n";
+
+    #[test]
+    fn reads_the_apiserver_container_only() {
+        let args = read("/m.yaml", MANIFEST).unwrap();
+        let got: Vec<_> = args.iter().map(|a| (a.name.as_str(), a.value.as_str(), a.source.to_string())).collect();
+        assert_eq!(
+            got,
+            [
+                ("advertise-address", "10.0.0.1", "/m.yaml:10".to_string()),
+                ("service-account-issuer", "https://kubernetes.default.svc.cluster.local", "/m.yaml:11".into()),
+                ("service-account-key-file", "/etc/kubernetes/pki/sa.pub", "/m.yaml:12".into()),
+                ("service-account-signing-key-file", "/etc/kubernetes/pki/sa.key", "/m.yaml:14".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn edits_keep_quoting_and_everything_else() {
+        let target = SaState {
+            issuers: vec!["https://oidc.example.com".into(), "https://kubernetes.default.svc.cluster.local".into()],
+            key_files: vec!["/etc/kubernetes/pki/sa.pub".into(), "/etc/kubernetes/pki/new.pub".into()],
+            signing_key_file: Some("/etc/kubernetes/pki/new.key".into()),
+            api_audiences: vec!["https://kubernetes.default.svc.cluster.local".into(), "sts.amazonaws.com".into()],
+        };
+        let out = edit("/m.yaml", MANIFEST, &target).unwrap();
+        let want = MANIFEST
+            .replace(
+                "    - \"--service-account-issuer=https://kubernetes.default.svc.cluster.local\"\n",
+                "    - \"--service-account-issuer=https://oidc.example.com\"\n    - \"--service-account-issuer=https://kubernetes.default.svc.cluster.local\"\n    - \"--api-audiences=https://kubernetes.default.svc.cluster.local,sts.amazonaws.com\"\n",
+            )
+            .replace(
+                "    - /etc/kubernetes/pki/sa.pub\n",
+                "    - /etc/kubernetes/pki/sa.pub\n    - --service-account-key-file=/etc/kubernetes/pki/new.pub\n",
+            )
+            .replace("sa.key'", "new.key'");
+        assert_eq!(out, want);
+        let again = edit("/m.yaml", &out, &target).unwrap();
+        assert_eq!(again, out, "idempotent");
+    }
+
+    #[test]
+    fn invalid_yaml_names_the_file_and_line() {
+        let err = read("/m.yaml", "spec: [\n").unwrap_err();
+        let chain = format!("{err:#}");
+        assert!(chain.contains("/m.yaml is not valid YAML"), "{chain}");
+        assert!(chain.contains("line"), "{chain}");
+    }
+
+    #[test]
+    fn flow_style_is_refused() {
+        let text = "spec:\n  containers:\n  - name: kube-apiserver\n    command: [kube-apiserver, --a=b]\n";
+        let err = read("/m.yaml", text).unwrap_err().to_string();
+        assert!(err.contains("block sequence"), "{err}");
+    }
+}

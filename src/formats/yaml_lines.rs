@@ -1,0 +1,113 @@
+//! Locating YAML block sequences in text, line by line, so that their items
+//! can be edited without re-serialising the document.
+
+use super::lines::{Lines, Token};
+
+/// A `command:` / `args:` key followed by a block sequence, as written.
+pub struct Block {
+    /// The key as written, without the colon (`command`, `kube-apiserver-arg+`).
+    pub key: String,
+    /// 0-based line of the key.
+    pub key_line: usize,
+    /// The items; empty when the key has no block sequence under it.
+    pub items: Vec<Token>,
+}
+
+/// Every `key:` among `keys` (as written, so `kube-apiserver-arg+` is its own
+/// key) that is followed by a block sequence of one-line scalars.
+pub fn block_sequences(text: &str, keys: &[&str]) -> Vec<Block> {
+    let lines = Lines::parse(text);
+    let all: Vec<&str> = lines.iter().collect();
+    let mut blocks = Vec::new();
+    for (i, line) in all.iter().enumerate() {
+        let body = line.trim_start();
+        let body = body.strip_prefix("- ").map(str::trim_start).unwrap_or(body);
+        let key = keys.iter().find(|k| {
+            body.strip_prefix(**k)
+                .and_then(|r| r.strip_prefix(':'))
+                .is_some_and(|r| r.trim().is_empty() || r.trim_start().starts_with('#'))
+        });
+        let Some(key) = key else { continue };
+        let key_col = line.len() - body.len();
+        let mut items = Vec::new();
+        let mut item_col = None;
+        for (j, l) in all.iter().enumerate().skip(i + 1) {
+            let t = l.trim_start();
+            if t.is_empty() || t.starts_with('#') {
+                continue;
+            }
+            let col = l.len() - t.len();
+            let Some(rest) = t.strip_prefix('-').filter(|r| r.is_empty() || r.starts_with(' ')) else {
+                break;
+            };
+            if col < key_col || item_col.is_some_and(|c| c != col) {
+                break;
+            }
+            item_col = Some(col);
+            let rest_trim = rest.trim_start();
+            let prefix_len = l.len() - rest_trim.len();
+            match scalar(rest_trim) {
+                Some((value, open, close)) => items.push(Token {
+                    text: value,
+                    line: j,
+                    prefix: format!("{}{}", &l[..prefix_len], open),
+                    suffix: close.to_string(),
+                }),
+                None => {
+                    items.clear();
+                    break;
+                }
+            }
+        }
+        if !items.is_empty() {
+            blocks.push(Block {
+                key: key.to_string(),
+                key_line: i,
+                items,
+            });
+        }
+    }
+    blocks
+}
+
+/// A one-line YAML scalar: (value, opening quote, closing quote + rest).
+pub fn scalar(s: &str) -> Option<(String, &'static str, &str)> {
+    if let Some(inner) = s.strip_prefix('"') {
+        let mut out = String::new();
+        let mut chars = inner.char_indices();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '"' => return Some((out, "\"", &inner[i..])),
+                '\\' => match chars.next()?.1 {
+                    'n' => out.push('\n'),
+                    't' => out.push('\t'),
+                    c @ ('"' | '\\' | '/' | ' ') => out.push(c),
+                    _ => return None,
+                },
+                c => out.push(c),
+            }
+        }
+        None
+    } else if let Some(inner) = s.strip_prefix('\'') {
+        let mut out = String::new();
+        let mut rest = inner;
+        loop {
+            let q = rest.find('\'')?;
+            out.push_str(&rest[..q]);
+            if rest[q + 1..].starts_with('\'') {
+                out.push('\'');
+                rest = &rest[q + 2..];
+            } else {
+                return Some((out, "'", &rest[q..]));
+            }
+        }
+    } else {
+        if s.starts_with(['|', '>', '&', '*', '!', '[', '{']) {
+            return None;
+        }
+        let end = s.find(" #").unwrap_or(s.len());
+        let value = s[..end].trim_end();
+        Some((value.to_string(), "", &s[value.len()..]))
+    }
+}
+

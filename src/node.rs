@@ -1,0 +1,83 @@
+//! A control-plane node as found: its distribution, configuration files,
+//! apiserver arguments and effective service-account settings.
+
+use anyhow::{Context, Result};
+
+use crate::distro::{self, Detection, Format, Profile};
+use crate::flags::{Arg, Effective};
+use crate::formats::{self, ConfigSet};
+use crate::system::Sysroot;
+
+pub struct Node {
+    pub root: Sysroot,
+    pub detection: Detection,
+    /// Every configuration file that holds flags (k3s: config.yaml and drop-ins).
+    pub files: ConfigSet,
+    pub args: Vec<Arg>,
+    pub effective: Effective,
+}
+
+impl Node {
+    pub fn profile(&self) -> &Profile {
+        &self.detection.profile
+    }
+}
+
+/// The configuration files of `profile` that exist on the node.
+pub fn load_files(root: &Sysroot, profile: &Profile) -> Result<ConfigSet> {
+    let mut paths = vec![profile.config.clone()];
+    if profile.format == Format::K3s {
+        let dir = format!("{}.d", profile.config);
+        paths.extend(
+            root.list_dir(&dir)?
+                .into_iter()
+                .filter(|n| formats::k3s::is_dropin_name(n))
+                .map(|n| format!("{dir}/{n}")),
+        );
+    }
+    let mut files = ConfigSet::new();
+    for p in paths {
+        if let Some(text) = root.read_optional(&p)? {
+            files.insert(p, text);
+        }
+    }
+    Ok(files)
+}
+
+/// Detect the distribution and read its service-account settings.
+pub fn inspect(root: Sysroot, forced: Option<&str>) -> Result<Node> {
+    let detection = distro::detect(&root, forced)?;
+    let profile = &detection.profile;
+    let files = load_files(&root, profile)?;
+    let args = formats::read_args(profile, &files)
+        .with_context(|| format!("reading the {} apiserver configuration", profile.title))?;
+    let effective = Effective::from_args(&args);
+    Ok(Node {
+        root,
+        detection,
+        files,
+        args,
+        effective,
+    })
+}
+
+/// The root the command works on: `--root`, or `/`.
+pub fn sysroot(global: &crate::cli::GlobalOpts) -> Result<Sysroot> {
+    Sysroot::new(global.root.clone().unwrap_or_else(|| "/".into()))
+}
+
+/// Is a process of the distribution's apiserver running? Only meaningful on
+/// the real root (None under `--root`).
+pub fn apiserver_running(node: &Node) -> Option<bool> {
+    if !node.root.is_host() {
+        return None;
+    }
+    let names = &node.profile().detect.processes;
+    let mut sys = sysinfo::System::new();
+    sys.refresh_processes(sysinfo::ProcessesToUpdate::All, true);
+    Some(
+        sys.processes()
+            .values()
+            .any(|p| names.iter().any(|n| p.name().to_string_lossy() == n.as_str())),
+    )
+}

@@ -1,0 +1,166 @@
+//! Backups of every file `apply` is about to change, under
+//! `/var/lib/irsa-agent/backups/<timestamp>/`, never next to the file (the
+//! kubelet runs every file in the manifests directory as a static pod).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::fs::{default_owner, Perms, Sysroot};
+
+pub const BACKUP_DIR: &str = "/var/lib/irsa-agent/backups";
+const INDEX: &str = "index.json";
+
+/// One file as it was before a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Node path of the file.
+    pub path: String,
+    /// Its mode and owner, None when the file did not exist (the run created it).
+    pub perms: Option<Perms>,
+}
+
+/// A completed backup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backup {
+    pub id: String,
+    pub entries: Vec<Entry>,
+}
+
+impl Backup {
+    /// Node path of the backup directory.
+    pub fn dir(&self) -> String {
+        format!("{BACKUP_DIR}/{}", self.id)
+    }
+
+    fn copy_path(&self, path: &str) -> String {
+        format!("{}/files{}", self.dir(), path)
+    }
+}
+
+/// Copy `paths` (those that exist) into a new backup directory; the index is
+/// written last, so a backup without one is incomplete and ignored.
+pub fn create(root: &Sysroot, paths: &[String]) -> Result<Backup> {
+    let id = timestamp_id();
+    let mut backup = Backup {
+        id,
+        entries: Vec::new(),
+    };
+    root.create_dir_all(BACKUP_DIR, 0o700)?;
+    root.create_dir_all(&backup.dir(), 0o700)?;
+    let (uid, gid) = default_owner();
+    let private = Perms { mode: 0o600, uid, gid };
+    for path in paths {
+        let perms = root.perms(path)?;
+        if perms.is_some() {
+            let bytes = root.read_bytes(path)?;
+            let copy = backup.copy_path(path);
+            let parent = copy.rsplit_once('/').map(|(d, _)| d).unwrap_or("/");
+            root.create_dir_all(parent, 0o700)?;
+            root.write_atomic(&copy, &bytes, private)
+                .with_context(|| format!("backing up {path}"))?;
+        }
+        backup.entries.push(Entry {
+            path: path.clone(),
+            perms,
+        });
+    }
+    let index = serde_json::to_vec_pretty(&backup)?;
+    root.write_atomic(&format!("{}/{INDEX}", backup.dir()), &index, private)?;
+    Ok(backup)
+}
+
+/// Put every file of the backup back as it was (files the run created are removed).
+pub fn restore(root: &Sysroot, backup: &Backup) -> Result<()> {
+    for e in &backup.entries {
+        match e.perms {
+            Some(perms) => {
+                let bytes = root
+                    .read_bytes(&backup.copy_path(&e.path))
+                    .with_context(|| format!("backup {} is missing its copy of {}", backup.id, e.path))?;
+                root.write_atomic(&e.path, &bytes, perms)
+                    .with_context(|| format!("restoring {}", e.path))?;
+            }
+            None => root.remove(&e.path)?,
+        }
+    }
+    Ok(())
+}
+
+/// The most recent complete backup.
+pub fn latest(root: &Sysroot) -> Result<Option<Backup>> {
+    let dir = root.path(BACKUP_DIR);
+    let mut ids: Vec<String> = match std::fs::read_dir(&dir) {
+        Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("listing {BACKUP_DIR}")),
+    };
+    ids.sort();
+    for id in ids.iter().rev() {
+        if let Some(bytes) = root.read_bytes_optional(&format!("{BACKUP_DIR}/{id}/{INDEX}"))? {
+            let b: Backup = serde_json::from_slice(&bytes).with_context(|| format!("{BACKUP_DIR}/{id}/{INDEX}"))?;
+            return Ok(Some(b));
+        }
+    }
+    Ok(None)
+}
+
+/// `20261125T140501.123456Z`: sortable, unique per microsecond.
+fn timestamp_id() -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = now.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, d) = civil_from_days(days as i64);
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}.{:06}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        now.subsec_micros()
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20_417), (2025, 11, 25));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    }
+
+    #[test]
+    fn backup_and_restore_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Sysroot::new(dir.path()).unwrap();
+        root.create_dir_all("/etc/k", 0o755).unwrap();
+        let (uid, gid) = default_owner();
+        root.write_atomic("/etc/k/a", b"old", Perms { mode: 0o640, uid, gid }).unwrap();
+        let b = create(&root, &["/etc/k/a".into(), "/etc/k/new".into()]).unwrap();
+        root.write_atomic("/etc/k/a", b"changed", Perms { mode: 0o640, uid, gid }).unwrap();
+        root.write_atomic("/etc/k/new", b"created", Perms { mode: 0o600, uid, gid }).unwrap();
+        assert_eq!(latest(&root).unwrap().as_ref(), Some(&b));
+        restore(&root, &b).unwrap();
+        assert_eq!(std::fs::read(root.path("/etc/k/a")).unwrap(), b"old");
+        assert_eq!(root.perms("/etc/k/a").unwrap().unwrap().mode, 0o640);
+        assert!(!root.exists("/etc/k/new"));
+        assert_eq!(root.list_dir("/etc/k").unwrap(), ["a"], "nothing else left behind");
+    }
+}
