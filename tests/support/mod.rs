@@ -1,0 +1,16 @@
+//! Test-side helpers shared by the integration tests (`mod support;`).
+//!
+//! - [`effective`]: an independent reading of "how would this distro start
+//!   kube-apiserver", written from the upstream sources and deliberately not
+//!   using the crate under test.
+//! - [`tree`]: copy a fixture sysroot into a temp dir and snapshot a tree, for
+//!   "nothing else changed" assertions.
+
+// Each integration test is its own crate and uses only part of this module.
+#![allow(dead_code)]
+
+pub mod effective;
+pub mod tree;
+
+pub use effective::{apiserver_args, sa_settings, SaSettings};
+pub use tree::{copy_fixture, fixture_path, snapshot};
