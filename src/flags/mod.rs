@@ -96,11 +96,12 @@ impl Effective {
     pub fn from_args(args: &[Arg]) -> Self {
         let mut eff = Effective::default();
         for arg in args {
+            let name = normalize(&arg.name);
             let sourced = || Sourced {
                 value: arg.value.clone(),
                 source: arg.source.clone(),
             };
-            match arg.name.as_str() {
+            match name.as_str() {
                 ISSUER => eff.issuers.push(sourced()),
                 KEY_FILE => eff.key_files.push(sourced()),
                 SIGNING_KEY_FILE => eff.signing_key_file = Some(sourced()),
@@ -211,6 +212,11 @@ pub fn split_flag(token: &str) -> Option<(&str, Option<&str>)> {
     })
 }
 
+/// kube-apiserver's flag-name normalisation: `_` is read as `-`.
+pub fn normalize(name: &str) -> String {
+    name.replace('_', "-")
+}
+
 /// Is this one of the managed flags (which always take a value)?
 pub fn is_managed(name: &str) -> bool {
     MANAGED.contains(&name)
@@ -267,5 +273,11 @@ mod tests {
         assert_eq!(split_flag("--a"), Some(("a", None)));
         assert_eq!(split_flag("-a"), None);
         assert_eq!(split_flag("kube-apiserver"), None);
+    }
+
+    #[test]
+    fn underscores_name_the_same_flag() {
+        let eff = Effective::from_args(&[arg("service_account_issuer", "https://a", 1)]);
+        assert_eq!(eff.state().issuers, ["https://a"]);
     }
 }

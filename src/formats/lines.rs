@@ -56,7 +56,7 @@ pub fn items_from_tokens(tokens: &[Token]) -> Vec<Item> {
         let value = match value {
             Some(v) => v.to_string(),
             None if t + 1 < tokens.len()
-                && (crate::flags::is_managed(name) || !tokens[t + 1].text.starts_with('-')) =>
+                && (crate::flags::is_managed(&crate::flags::normalize(name)) || !tokens[t + 1].text.starts_with('-')) =>
             {
                 t += 1;
                 last = &tokens[t];
@@ -65,7 +65,7 @@ pub fn items_from_tokens(tokens: &[Token]) -> Vec<Item> {
             None => "true".to_string(),
         };
         out.push(Item {
-            name: name.to_string(),
+            name: crate::flags::normalize(name),
             value,
             line: tok.line,
             last_line: last.line,
