@@ -1,16 +1,366 @@
-//! `keygen`, `discovery` and `aws`.
+//! `keygen`, `discovery` and `aws`: read and validate every input first, build
+//! every document in memory, then write (atomically, file by file). An error
+//! leaves no file behind.
 
-use crate::cli::{AwsOpts, DiscoveryOpts, KeygenOpts};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde_json::{json, Value};
+
+use super::aws::{self, Subject};
+use super::discovery::published_files;
+use super::fsutil::{ensure_dir, write_atomic};
+use super::jwk::{jwks, to_pretty_json};
+use super::thumbprint::{self, Thumbprint};
+use super::{read_key_file, PrivateKey, PublicKey};
+use crate::cli::{AwsOpts, DiscoveryOpts, JwksLayout, KeyType, KeygenOpts};
+use crate::issuer::Issuer;
 use crate::output::Outcome;
 
-pub fn keygen(_opts: &KeygenOpts) -> anyhow::Result<Outcome> {
-    anyhow::bail!("keygen is not implemented yet")
+fn key_type_name(k: KeyType) -> &'static str {
+    match k {
+        KeyType::Rsa2048 => "rsa-2048",
+        KeyType::Rsa4096 => "rsa-4096",
+        KeyType::EcP256 => "ec-p256",
+    }
 }
 
-pub fn discovery(_opts: &DiscoveryOpts) -> anyhow::Result<Outcome> {
-    anyhow::bail!("discovery is not implemented yet")
+fn parse_issuer(raw: &str, allow_port: bool) -> anyhow::Result<Issuer> {
+    Issuer::parse(raw, allow_port).map_err(|e| anyhow::anyhow!("--issuer: {e}"))
 }
 
-pub fn aws(_opts: &AwsOpts) -> anyhow::Result<Outcome> {
-    anyhow::bail!("aws is not implemented yet")
+/// Log warnings (stderr) and put them in the JSON.
+fn finish_warnings(out: &mut Outcome, warnings: &[String]) {
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    out.set("warnings", warnings.to_vec());
+}
+
+fn display(p: &Path) -> String {
+    p.display().to_string()
+}
+
+pub fn keygen(opts: &KeygenOpts) -> anyhow::Result<Outcome> {
+    let (priv_path, pub_path) = (&opts.private_key, &opts.public_key);
+    anyhow::ensure!(
+        priv_path != pub_path,
+        "--private-key and --public-key are the same file {}",
+        priv_path.display()
+    );
+    for (flag, p) in [("--private-key", priv_path), ("--public-key", pub_path)] {
+        if !opts.force && p.symlink_metadata().is_ok() {
+            anyhow::bail!(
+                "{flag} {}: already exists (pass --force to overwrite)",
+                p.display()
+            );
+        }
+        if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+            anyhow::ensure!(
+                dir.is_dir(),
+                "{flag} {}: directory {} does not exist",
+                p.display(),
+                dir.display()
+            );
+        }
+    }
+    let key = PrivateKey::generate(opts.key_type)?;
+    let public = key.public_key();
+    let private_existed = priv_path.symlink_metadata().is_ok();
+    write_atomic(priv_path, key.to_pkcs8_pem().as_bytes(), 0o600, opts.force)
+        .with_context(|| format!("--private-key {}", priv_path.display()))?;
+    if let Err(e) = write_atomic(pub_path, public.to_pem().as_bytes(), 0o644, opts.force) {
+        if !private_existed {
+            let _ = std::fs::remove_file(priv_path);
+        }
+        return Err(e.context(format!("--public-key {}", pub_path.display())));
+    }
+    let mut out = Outcome::new();
+    out.set("kid", public.kid())
+        .set("alg", public.alg())
+        .set("type", key_type_name(opts.key_type))
+        .set("private_key", display(priv_path))
+        .set("public_key", display(pub_path))
+        .set("warnings", Vec::<String>::new());
+    out.line(format!("kid: {}", public.kid())).line(format!(
+        "wrote {} (private, PKCS#8, mode 0600) and {} (public, PKIX, mode 0644), {} {}",
+        priv_path.display(),
+        pub_path.display(),
+        key_type_name(opts.key_type),
+        public.alg()
+    ));
+    Ok(out)
+}
+
+/// The keys of every `--public-key` file, in order, duplicates across files
+/// dropped (with a note), plus notes for the blocks the apiserver skips.
+pub fn load_public_keys(
+    paths: &[PathBuf],
+) -> anyhow::Result<(Vec<(PublicKey, PathBuf)>, Vec<String>)> {
+    let mut keys: Vec<(PublicKey, PathBuf)> = Vec::new();
+    let mut notes = Vec::new();
+    for path in paths {
+        let data = std::fs::read(path)
+            .map_err(|e| anyhow::anyhow!("--public-key {}: cannot read: {e}", path.display()))?;
+        let file = read_key_file(&data, path)?;
+        notes.extend(file.skipped);
+        for key in file.keys {
+            if let Some((_, first)) = keys.iter().find(|(k, _)| *k == key) {
+                notes.push(format!(
+                    "{}: key {} is already in {}, dropped",
+                    path.display(),
+                    key.kid(),
+                    first.display()
+                ));
+            } else {
+                keys.push((key, path.clone()));
+            }
+        }
+    }
+    Ok((keys, notes))
+}
+
+pub fn discovery(opts: &DiscoveryOpts) -> anyhow::Result<Outcome> {
+    let issuer = parse_issuer(&opts.issuer, opts.allow_port)?;
+    let (loaded, notes) = load_public_keys(&opts.public_keys)?;
+    let keys: Vec<PublicKey> = loaded.iter().map(|(k, _)| k.clone()).collect();
+    let mut warnings = issuer.warnings.clone();
+    warnings.extend(notes);
+    let files = published_files(&issuer, opts.layout, &keys);
+
+    if let Some(dir) = &opts.out {
+        anyhow::ensure!(
+            !dir.exists() || dir.is_dir(),
+            "--out {}: not a directory",
+            dir.display()
+        );
+        for f in &files {
+            let path = dir.join(f.rel_path);
+            ensure_dir(path.parent().expect("joined path has a parent"))
+                .with_context(|| format!("--out {}", dir.display()))?;
+            write_atomic(&path, f.contents.as_bytes(), 0o644, true)
+                .with_context(|| format!("--out {}", dir.display()))?;
+        }
+    }
+
+    let mut out = Outcome::new();
+    out.set("issuer", issuer.as_str())
+        .set(
+            "layout",
+            match opts.layout {
+                JwksLayout::Kube => "kube",
+                JwksLayout::KeysJson => "keys-json",
+            },
+        )
+        .set(
+            "keys",
+            loaded
+                .iter()
+                .map(|(k, p)| json!({"kid": k.kid(), "alg": k.alg(), "kty": k.kty(), "source": display(p)}))
+                .collect::<Vec<Value>>(),
+        );
+    out.line(format!("issuer: {issuer}"));
+    for (k, p) in &loaded {
+        out.line(format!(
+            "key {} {} (from {})",
+            k.kid(),
+            k.alg(),
+            p.display()
+        ));
+    }
+    if let Some(dir) = &opts.out {
+        out.set(
+            "files",
+            files
+                .iter()
+                .map(|f| json!({"path": display(&dir.join(f.rel_path)), "url": f.url, "content_type": f.content_type}))
+                .collect::<Vec<Value>>(),
+        );
+        out.line("publish these files over HTTPS, publicly readable, at exactly these URLs:");
+        for f in &files {
+            out.line(format!(
+                "  {} -> {} (Content-Type: {})",
+                dir.join(f.rel_path).display(),
+                f.url,
+                f.content_type
+            ));
+        }
+    } else {
+        out.set("files", Vec::<Value>::new());
+    }
+    if opts.jwks_only {
+        out.raw_stdout = Some(to_pretty_json(&jwks(&keys)));
+    }
+    finish_warnings(&mut out, &warnings);
+    Ok(out)
+}
+
+pub fn aws(opts: &AwsOpts) -> anyhow::Result<Outcome> {
+    let issuer = parse_issuer(&opts.issuer, opts.allow_port)?;
+    let audiences = aws::normalize_audiences(&opts.audiences)?;
+    let subject = match (&opts.namespace, &opts.service_account) {
+        (Some(ns), Some(sa)) => {
+            aws::validate_namespace(ns)?;
+            aws::validate_service_account(sa)?;
+            Some(Subject::ServiceAccount {
+                namespace: ns.clone(),
+                name: sa.clone(),
+            })
+        }
+        (Some(ns), None) => {
+            aws::validate_namespace(ns)?;
+            Some(Subject::Namespace(ns.clone()))
+        }
+        (None, _) => None,
+    };
+    if let Some(name) = &opts.role_name {
+        aws::validate_role_name(name)?;
+        anyhow::ensure!(
+            subject.is_some(),
+            "--role-name needs --namespace: the trust policy is written only for a namespace or a service account"
+        );
+    }
+    anyhow::ensure!(
+        !opts.out.exists() || opts.out.is_dir(),
+        "--out {}: not a directory",
+        opts.out.display()
+    );
+
+    let mut warnings = issuer.warnings.clone();
+    let mut notes = Vec::new();
+    let thumb: Option<Thumbprint> = if let Some(ca) = &opts.ca_file {
+        let data = std::fs::read(ca)
+            .map_err(|e| anyhow::anyhow!("--ca-file {}: cannot read: {e}", ca.display()))?;
+        Some(thumbprint::from_ca_file(&data, ca)?)
+    } else if opts.fetch_thumbprint {
+        Some(thumbprint::fetch(&issuer)?)
+    } else {
+        notes.push(
+            "ThumbprintList omitted: IAM then retrieves the top intermediate CA thumbprint itself, and \
+             ignores thumbprints for hosts whose certificate chains to a well-known CA (S3, CloudFront...). \
+             Use --ca-file or --fetch-thumbprint to pin one (older aws-cli versions require the field)."
+                .to_string(),
+        );
+        None
+    };
+    if let Some(t) = &thumb {
+        warnings.extend(t.warnings.iter().cloned());
+    }
+
+    let provider = aws::oidc_provider(
+        &issuer,
+        &audiences,
+        thumb.as_ref().map(|t| t.value.as_str()),
+    );
+    let policy = subject
+        .as_ref()
+        .map(|s| aws::trust_policy(&issuer, &audiences, s));
+    if policy.is_none() {
+        notes.push(
+            "no --namespace: trust-policy.json not written (a policy without a `sub` condition would let \
+             every service account of the cluster assume the role)"
+                .to_string(),
+        );
+    }
+
+    // Everything is validated: write.
+    let provider_path = opts.out.join("oidc-provider.json");
+    let policy_path = opts.out.join("trust-policy.json");
+    ensure_dir(&opts.out).with_context(|| format!("--out {}", opts.out.display()))?;
+    write_atomic(
+        &provider_path,
+        to_pretty_json(&provider).as_bytes(),
+        0o644,
+        true,
+    )
+    .with_context(|| format!("--out {}", opts.out.display()))?;
+    if let Some(p) = &policy {
+        write_atomic(&policy_path, to_pretty_json(p).as_bytes(), 0o644, true)
+            .with_context(|| format!("--out {}", opts.out.display()))?;
+    }
+
+    let role_name = opts
+        .role_name
+        .clone()
+        .unwrap_or_else(|| "ROLE_NAME".to_string());
+    let role_arn = aws::role_arn(&role_name);
+    let mut commands = vec![format!(
+        "aws iam create-open-id-connect-provider --cli-input-json file://{}",
+        provider_path.display()
+    )];
+    if policy.is_some() {
+        commands.push(format!(
+            "aws iam create-role --role-name {role_name} --assume-role-policy-document file://{}",
+            policy_path.display()
+        ));
+    }
+    notes.push(format!(
+        "{} is a placeholder: replace it with your AWS account id (aws sts get-caller-identity --query Account --output text){}",
+        aws::ACCOUNT_ID,
+        if policy.is_some() { " in trust-policy.json and the ARNs below" } else { "" }
+    ));
+
+    let mut out = Outcome::new();
+    let mut files = vec![json!({"path": display(&provider_path), "kind": "oidc-provider"})];
+    if policy.is_some() {
+        files.push(json!({"path": display(&policy_path), "kind": "trust-policy"}));
+    }
+    out.set("issuer", issuer.as_str())
+        .set("files", files)
+        .set("provider_arn", aws::provider_arn(&issuer))
+        .set("account_id_placeholder", aws::ACCOUNT_ID)
+        .set(
+            "thumbprint",
+            match &thumb {
+                Some(t) => json!({"value": t.value, "source": t.source}),
+                None => Value::Null,
+            },
+        )
+        .set("commands", commands.clone());
+    out.line(format!("wrote {}", provider_path.display()));
+    if policy.is_some() {
+        out.line(format!("wrote {}", policy_path.display()));
+    }
+    out.line(format!("OIDC provider: {}", aws::provider_arn(&issuer)));
+    match &thumb {
+        Some(t) => out.line(format!("thumbprint {} from {}", t.value, t.source)),
+        None => out.line("thumbprint: none (IAM fetches it)"),
+    };
+    out.line("create them with:");
+    for c in &commands {
+        out.line(format!("  {c}"));
+    }
+    if let Some(s) = &subject {
+        let env = json!({
+            "AWS_ROLE_ARN": role_arn,
+            "AWS_WEB_IDENTITY_TOKEN_FILE": aws::TOKEN_FILE,
+        });
+        out.set("role_arn", role_arn.clone())
+            .set(
+                "service_account_annotation",
+                json!({aws::ROLE_ARN_ANNOTATION: role_arn}),
+            )
+            .set("env", env);
+        let who = match s {
+            Subject::ServiceAccount { namespace, name } => {
+                format!("-n {namespace} serviceaccount/{name}")
+            }
+            Subject::Namespace(ns) => format!("-n {ns} serviceaccount/NAME"),
+        };
+        out.line("with amazon-eks-pod-identity-webhook, annotate the service account:")
+            .line(format!("  kubectl annotate {who} {}={role_arn}", aws::ROLE_ARN_ANNOTATION))
+            .line(format!(
+                "without it, give the pod a projected service-account token (audience {}) at {} and set:",
+                audiences[0],
+                aws::TOKEN_FILE
+            ))
+            .line(format!("  AWS_ROLE_ARN={role_arn}"))
+            .line(format!("  AWS_WEB_IDENTITY_TOKEN_FILE={}", aws::TOKEN_FILE));
+    }
+    for n in &notes {
+        out.line(format!("note: {n}"));
+    }
+    out.set("notes", notes);
+    finish_warnings(&mut out, &warnings);
+    Ok(out)
 }
