@@ -46,7 +46,10 @@ impl FileChange {
     /// A unified diff, or a note for secret files.
     pub fn diff(&self) -> String {
         if self.secret {
-            return format!("--- /dev/null\n+++ b{}\n(private key, content not shown)\n", self.path);
+            return format!(
+                "--- /dev/null\n+++ b{}\n(private key, content not shown)\n",
+                self.path
+            );
         }
         let new = String::from_utf8_lossy(&self.new);
         let old = self.old.as_deref().unwrap_or("");
@@ -71,7 +74,8 @@ pub struct Plan {
 }
 
 pub fn run(global: &GlobalOpts, opts: &ApplyOpts) -> Result<Outcome> {
-    let issuer = Issuer::parse(&opts.issuer, opts.allow_port).map_err(|e| anyhow!("--issuer: {e}"))?;
+    let issuer =
+        Issuer::parse(&opts.issuer, opts.allow_port).map_err(|e| anyhow!("--issuer: {e}"))?;
     for a in &opts.audiences {
         check_audience(a)?;
     }
@@ -133,8 +137,12 @@ pub fn plan(node: &Node, issuer: &Issuer, opts: &ApplyOpts) -> Result<Plan> {
 
     // The signing key: installed, generated, or the current one kept.
     let new_private = if let Some(path) = &opts.signing_key {
-        let bytes = fs_err::read(path).map_err(|e| anyhow!("--signing-key {}: {e}", path.display()))?;
-        Some(PrivateKey::parse(&bytes, path).with_context(|| format!("--signing-key {}", path.display()))?)
+        let bytes =
+            fs_err::read(path).map_err(|e| anyhow!("--signing-key {}: {e}", path.display()))?;
+        Some(
+            PrivateKey::parse(&bytes, path)
+                .with_context(|| format!("--signing-key {}", path.display()))?,
+        )
     } else if opts.generate_key {
         match reusable_generated_key(node, &current)? {
             Some(_) => None,
@@ -148,8 +156,22 @@ pub fn plan(node: &Node, issuer: &Issuer, opts: &ApplyOpts) -> Result<Plan> {
         let stem = format!("{}/{KEY_PREFIX}{}", profile.key_dir, short_kid(&public));
         let key_path = format!("{stem}.key");
         let pub_path = format!("{stem}.pub");
-        install_key(node, &key_path, private.to_pkcs8_pem().as_bytes(), 0o600, true, &mut changes)?;
-        install_key(node, &pub_path, public.to_pem().as_bytes(), 0o644, false, &mut changes)?;
+        install_key(
+            node,
+            &key_path,
+            private.to_pkcs8_pem().as_bytes(),
+            0o600,
+            true,
+            &mut changes,
+        )?;
+        install_key(
+            node,
+            &pub_path,
+            public.to_pem().as_bytes(),
+            0o644,
+            false,
+            &mut changes,
+        )?;
         signing_key_file = Some(key_path);
         extra_key_files.push(pub_path);
         signing_public = Some(public);
@@ -165,7 +187,8 @@ pub fn plan(node: &Node, issuer: &Issuer, opts: &ApplyOpts) -> Result<Plan> {
 
     // Extra public keys to accept.
     for path in &opts.public_keys {
-        let bytes = fs_err::read(path).map_err(|e| anyhow!("--public-key {}: {e}", path.display()))?;
+        let bytes =
+            fs_err::read(path).map_err(|e| anyhow!("--public-key {}: {e}", path.display()))?;
         let keys: Vec<PublicKey> = keys::parse_public_keys(&bytes, path)
             .with_context(|| format!("--public-key {}", path.display()))?
             .into_iter()
@@ -175,9 +198,16 @@ pub fn plan(node: &Node, issuer: &Issuer, opts: &ApplyOpts) -> Result<Plan> {
             if signing_public.is_some() {
                 continue; // only the signing key's own public half
             }
-            bail!("--public-key {}: the file holds no public key the apiserver would read", path.display());
+            bail!(
+                "--public-key {}: the file holds no public key the apiserver would read",
+                path.display()
+            );
         };
-        let dest = format!("{}/{KEY_PREFIX}extra-{}.pub", profile.key_dir, short_kid(first));
+        let dest = format!(
+            "{}/{KEY_PREFIX}extra-{}.pub",
+            profile.key_dir,
+            short_kid(first)
+        );
         let pem: String = keys.iter().map(PublicKey::to_pem).collect();
         install_key(node, &dest, pem.as_bytes(), 0o644, false, &mut changes)?;
         extra_key_files.push(dest);
@@ -212,18 +242,26 @@ pub fn plan(node: &Node, issuer: &Issuer, opts: &ApplyOpts) -> Result<Plan> {
         }
     }
     if profile.restart.method == RestartMethod::StaticPod {
-        let report = keycheck::check(&node.root, profile, &SaState {
-            // Only the files this run adds: the current ones were checked above.
-            key_files: target
-                .key_files
-                .iter()
-                .filter(|k| !current.key_files.contains(k))
-                .cloned()
-                .collect(),
-            ..SaState::default()
-        });
+        let report = keycheck::check(
+            &node.root,
+            profile,
+            &SaState {
+                // Only the files this run adds: the current ones were checked above.
+                key_files: target
+                    .key_files
+                    .iter()
+                    .filter(|k| !current.key_files.contains(k))
+                    .cloned()
+                    .collect(),
+                ..SaState::default()
+            },
+        );
         if let Ok(r) = report {
-            warnings.extend(r.warnings.into_iter().filter(|w| w.contains("outside the directories")));
+            warnings.extend(
+                r.warnings
+                    .into_iter()
+                    .filter(|w| w.contains("outside the directories")),
+            );
         }
     }
     if !changes.is_empty() {
@@ -247,12 +285,16 @@ pub fn plan(node: &Node, issuer: &Issuer, opts: &ApplyOpts) -> Result<Plan> {
 /// (a second run must not rotate the key again).
 fn reusable_generated_key(node: &Node, current: &SaState) -> Result<Option<String>> {
     let profile = node.profile();
-    let Some(sk) = &current.signing_key_file else { return Ok(None) };
+    let Some(sk) = &current.signing_key_file else {
+        return Ok(None);
+    };
     let in_dir = Path::new(sk).parent() == Some(Path::new(&profile.key_dir));
     let ours = Path::new(sk)
         .file_name()
         .and_then(|n| n.to_str())
-        .is_some_and(|n| n.starts_with(KEY_PREFIX) && !n.starts_with(&format!("{KEY_PREFIX}extra-")));
+        .is_some_and(|n| {
+            n.starts_with(KEY_PREFIX) && !n.starts_with(&format!("{KEY_PREFIX}extra-"))
+        });
     Ok((in_dir && ours && node.root.exists(sk)).then(|| sk.clone()))
 }
 
@@ -262,7 +304,14 @@ fn short_kid(k: &PublicKey) -> String {
 }
 
 /// Plan to install a key file unless the same key is already there.
-fn install_key(node: &Node, path: &str, pem: &[u8], mode: u32, secret: bool, changes: &mut Vec<FileChange>) -> Result<()> {
+fn install_key(
+    node: &Node,
+    path: &str,
+    pem: &[u8],
+    mode: u32,
+    secret: bool,
+    changes: &mut Vec<FileChange>,
+) -> Result<()> {
     if let Some(existing) = node.root.read_bytes_optional(path)? {
         let same = if secret {
             PrivateKey::parse(&existing, Path::new(path))
@@ -276,7 +325,9 @@ fn install_key(node: &Node, path: &str, pem: &[u8], mode: u32, secret: bool, cha
         if same {
             return Ok(());
         }
-        bail!("{path} already exists and holds a different key; move it away or choose another key");
+        bail!(
+            "{path} already exists and holds a different key; move it away or choose another key"
+        );
     }
     changes.push(FileChange {
         path: path.to_string(),
@@ -291,7 +342,8 @@ fn install_key(node: &Node, path: &str, pem: &[u8], mode: u32, secret: bool, cha
 /// Back up, then write every change; on failure put everything back.
 fn write(root: &Sysroot, changes: &[FileChange]) -> Result<String> {
     let paths: Vec<String> = changes.iter().map(|c| c.path.clone()).collect();
-    let b = backup::create(root, &paths).context("backing up the files to change; nothing was written")?;
+    let b = backup::create(root, &paths)
+        .context("backing up the files to change; nothing was written")?;
     let (uid, gid) = default_owner();
     let result = (|| -> Result<()> {
         // Keys first: the configuration must never name a key that is not there yet.
@@ -299,10 +351,22 @@ fn write(root: &Sysroot, changes: &[FileChange]) -> Result<String> {
             if let Some((dir, _)) = c.path.rsplit_once('/') {
                 root.create_dir_all(dir, 0o755)?;
             }
-            root.write_atomic(&c.path, &c.new, Perms { mode: c.mode, uid, gid })?;
+            root.write_atomic(
+                &c.path,
+                &c.new,
+                Perms {
+                    mode: c.mode,
+                    uid,
+                    gid,
+                },
+            )?;
         }
         for c in changes.iter().filter(|c| c.old.is_some()) {
-            let perms = root.perms(&c.path)?.unwrap_or(Perms { mode: c.mode, uid, gid });
+            let perms = root.perms(&c.path)?.unwrap_or(Perms {
+                mode: c.mode,
+                uid,
+                gid,
+            });
             root.write_atomic(&c.path, &c.new, perms)?;
         }
         Ok(())
@@ -366,9 +430,15 @@ fn report(node: &Node, opts: &ApplyOpts, plan: &Plan, backup_id: Option<String>)
     o.line(format!(
         "issuers:     {} (signs){}",
         plan.target.issuers[0],
-        plan.target.issuers[1..].iter().map(|i| format!(", {i}")).collect::<String>()
+        plan.target.issuers[1..]
+            .iter()
+            .map(|i| format!(", {i}"))
+            .collect::<String>()
     ));
-    o.line(format!("audiences:   {}", plan.target.api_audiences.join(", ")));
+    o.line(format!(
+        "audiences:   {}",
+        plan.target.api_audiences.join(", ")
+    ));
     if let Some(id) = &backup_id {
         o.line(format!("backup:      {}/{id}", backup::BACKUP_DIR));
     }

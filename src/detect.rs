@@ -43,7 +43,10 @@ fn report(node: &Node) -> Result<Outcome> {
     o.set("distro", p.name.clone())
         .set("title", p.title.clone())
         .set("detected_by", node.detection.marker.clone())
-        .set("config_files", node.files.keys().cloned().collect::<Vec<_>>())
+        .set(
+            "config_files",
+            node.files.keys().cloned().collect::<Vec<_>>(),
+        )
         .set(
             "issuers",
             eff.issuers
@@ -52,9 +55,18 @@ fn report(node: &Node) -> Result<Outcome> {
                 .map(|(i, s)| json!({"value": s.value, "source": s.source, "signs": i == 0}))
                 .collect::<Vec<_>>(),
         )
-        .set("signing_key_file", eff.signing_key_file.as_ref().map(sourced))
-        .set("key_files", eff.key_files.iter().map(sourced).collect::<Vec<_>>())
-        .set("api_audiences", audiences.iter().map(sourced).collect::<Vec<_>>())
+        .set(
+            "signing_key_file",
+            eff.signing_key_file.as_ref().map(sourced),
+        )
+        .set(
+            "key_files",
+            eff.key_files.iter().map(sourced).collect::<Vec<_>>(),
+        )
+        .set(
+            "api_audiences",
+            audiences.iter().map(sourced).collect::<Vec<_>>(),
+        )
         .set("api_audiences_explicit", explicit)
         .set("key_dir", p.key_dir.clone())
         .set("admin_kubeconfig", p.admin_kubeconfig.clone())
@@ -75,11 +87,19 @@ fn report(node: &Node) -> Result<Outcome> {
         o.line(format!("config file:  {f}"));
     }
     if node.files.is_empty() {
-        o.line(format!("config file:  {} (absent: built-in defaults apply)", p.config));
+        o.line(format!(
+            "config file:  {} (absent: built-in defaults apply)",
+            p.config
+        ));
     }
     o.line("issuers (the first signs new tokens; all are accepted):");
     for (i, s) in eff.issuers.iter().enumerate() {
-        o.line(format!("  {} {}    [{}]", if i == 0 { "*" } else { " " }, s.value, s.source));
+        o.line(format!(
+            "  {} {}    [{}]",
+            if i == 0 { "*" } else { " " },
+            s.value,
+            s.source
+        ));
     }
     match &eff.signing_key_file {
         Some(s) => o.line(format!("signing key:  {}    [{}]", s.value, s.source)),
@@ -98,7 +118,10 @@ fn report(node: &Node) -> Result<Outcome> {
         o.line(format!("    {}    [{}]", s.value, s.source));
     }
     if let Some(r) = running {
-        o.line(format!("apiserver process: {}", if r { "running" } else { "not running" }));
+        o.line(format!(
+            "apiserver process: {}",
+            if r { "running" } else { "not running" }
+        ));
     }
     for w in &warnings {
         tracing::warn!("{w}");

@@ -126,7 +126,8 @@ mod tests {
     #[test]
     fn rejects_what_the_apiserver_or_aws_rejects() {
         use IssuerError::*;
-        let cases: [(&str, fn(&IssuerError) -> bool); 7] = [
+        type Expect = fn(&IssuerError) -> bool;
+        let cases: [(&str, Expect); 7] = [
             ("http://x.example", |e| matches!(e, NotHttps(_))),
             (" https://x.example", |e| matches!(e, Whitespace(_))),
             ("https://x.example\n", |e| matches!(e, Whitespace(_))),

@@ -26,11 +26,13 @@ pub fn load_key_files(root: &Sysroot, files: &[String], report: &mut KeyReport) 
         match root.read_bytes_optional(f) {
             Ok(Some(bytes)) => match keys::parse_public_keys(&bytes, Path::new(f)) {
                 Ok(k) => keys.extend(k),
-                Err(e) => report.warnings.push(format!("key file {f} cannot be read as keys: {e:#}")),
+                Err(e) => report
+                    .warnings
+                    .push(format!("key file {f} cannot be read as keys: {e:#}")),
             },
-            Ok(None) => report
-                .warnings
-                .push(format!("key file {f} does not exist: the apiserver will not start")),
+            Ok(None) => report.warnings.push(format!(
+                "key file {f} does not exist: the apiserver will not start"
+            )),
             Err(e) => report.warnings.push(format!("{e:#}")),
         }
     }
@@ -43,9 +45,9 @@ pub fn check(root: &Sysroot, profile: &Profile, state: &SaState) -> Result<KeyRe
     let public = load_key_files(root, &state.key_files, &mut report);
     if let Some(sk) = &state.signing_key_file {
         match root.read_bytes_optional(sk)? {
-            None => report
-                .warnings
-                .push(format!("signing key file {sk} does not exist: the apiserver will not start")),
+            None => report.warnings.push(format!(
+                "signing key file {sk} does not exist: the apiserver will not start"
+            )),
             Some(bytes) => match keys::PrivateKey::parse(&bytes, Path::new(sk)) {
                 Err(e) => report.warnings.push(format!("{e:#}")),
                 Ok(private) => {

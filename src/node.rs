@@ -1,7 +1,7 @@
 //! A control-plane node as found: its distribution, configuration files,
 //! apiserver arguments and effective service-account settings.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use crate::distro::{self, Detection, Format, Profile};
 use crate::flags::{Arg, Effective};
@@ -49,8 +49,7 @@ pub fn inspect(root: Sysroot, forced: Option<&str>) -> Result<Node> {
     let detection = distro::detect(&root, forced)?;
     let profile = &detection.profile;
     let files = load_files(&root, profile)?;
-    let args = formats::read_args(profile, &files)
-        .with_context(|| format!("reading the {} apiserver configuration", profile.title))?;
+    let args = formats::read_args(profile, &files)?;
     let effective = Effective::from_args(&args);
     Ok(Node {
         root,
@@ -75,9 +74,9 @@ pub fn apiserver_running(node: &Node) -> Option<bool> {
     let names = &node.profile().detect.processes;
     let mut sys = sysinfo::System::new();
     sys.refresh_processes(sysinfo::ProcessesToUpdate::All, true);
-    Some(
-        sys.processes()
-            .values()
-            .any(|p| names.iter().any(|n| p.name().to_string_lossy() == n.as_str())),
-    )
+    Some(sys.processes().values().any(|p| {
+        names
+            .iter()
+            .any(|n| p.name().to_string_lossy() == n.as_str())
+    }))
 }

@@ -102,7 +102,10 @@ pub struct Profile {
 impl Profile {
     /// Built-in defaults as (flag, value) pairs.
     pub fn default_args(&self) -> Vec<(String, String)> {
-        self.defaults.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+        self.defaults
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 
     /// The config files that together hold the flags.
@@ -132,10 +135,12 @@ pub fn names() -> Vec<String> {
 
 /// The profile called `name`.
 pub fn by_name(name: &str) -> Result<Profile> {
-    all()
-        .into_iter()
-        .find(|p| p.name == name)
-        .ok_or_else(|| anyhow!("--distro {name:?} is not a known distribution (known: {})", names().join(", ")))
+    all().into_iter().find(|p| p.name == name).ok_or_else(|| {
+        anyhow!(
+            "--distro {name:?} is not a known distribution (known: {})",
+            names().join(", ")
+        )
+    })
 }
 
 /// What detection found.
@@ -203,22 +208,37 @@ mod tests {
             assert_eq!(p.name, file);
             assert!(p.config.starts_with('/') && p.key_dir.starts_with('/'));
             if p.restart.method == RestartMethod::Systemd {
-                assert!(p.restart.unit.is_some(), "{file}: systemd restart needs a unit");
+                assert!(
+                    p.restart.unit.is_some(),
+                    "{file}: systemd restart needs a unit"
+                );
             }
             if p.format == Format::K3s {
-                let d = p.dropin.as_deref().expect("k3s-style profiles name their drop-in");
+                let d = p
+                    .dropin
+                    .as_deref()
+                    .expect("k3s-style profiles name their drop-in");
                 assert!(d.starts_with(&format!("{}.d/", p.config)));
             }
         }
         let order: Vec<_> = all.iter().map(|p| p.name.as_str()).collect();
         let pos = |n| order.iter().position(|x| *x == n).unwrap();
-        assert!(pos("minikube") < pos("kubeadm"), "minikube is checked before kubeadm");
-        assert!(pos("rke2") < pos("kubeadm"), "RKE2 is checked before kubeadm");
+        assert!(
+            pos("minikube") < pos("kubeadm"),
+            "minikube is checked before kubeadm"
+        );
+        assert!(
+            pos("rke2") < pos("kubeadm"),
+            "RKE2 is checked before kubeadm"
+        );
     }
 
     #[test]
     fn unknown_name_lists_known_ones() {
         let err = by_name("openshift").unwrap_err().to_string();
-        assert!(err.contains("--distro \"openshift\"") && err.contains("microk8s, minikube"), "{err}");
+        assert!(
+            err.contains("--distro \"openshift\"") && err.contains("microk8s, minikube"),
+            "{err}"
+        );
     }
 }

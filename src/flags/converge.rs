@@ -23,7 +23,13 @@ pub struct Desired {
 /// - signing key := S (or the current one), exactly one.
 pub fn converge(current: &SaState, desired: &Desired) -> SaState {
     let issuers = dedup_keep_first(
-        std::iter::once(desired.issuer.clone()).chain(current.issuers.iter().filter(|i| **i != desired.issuer).cloned()),
+        std::iter::once(desired.issuer.clone()).chain(
+            current
+                .issuers
+                .iter()
+                .filter(|i| **i != desired.issuer)
+                .cloned(),
+        ),
     );
     let mut api_audiences = dedup_keep_first(
         current
@@ -81,11 +87,17 @@ mod tests {
         let out = converge(&cur, &desired("https://oidc.example.com"));
         assert_eq!(
             out.issuers,
-            ["https://oidc.example.com", "https://kubernetes.default.svc.cluster.local"]
+            [
+                "https://oidc.example.com",
+                "https://kubernetes.default.svc.cluster.local"
+            ]
         );
         assert_eq!(
             out.api_audiences,
-            ["https://kubernetes.default.svc.cluster.local", "sts.amazonaws.com"],
+            [
+                "https://kubernetes.default.svc.cluster.local",
+                "sts.amazonaws.com"
+            ],
             "old default audience (the old issuer) kept, written explicitly"
         );
         assert_eq!(out.key_files, cur.key_files);
@@ -116,8 +128,16 @@ mod tests {
     }
 
     fn value() -> impl Strategy<Value = String> {
-        prop::sample::select(vec!["https://a", "https://b", "https://c", "x", "sts.amazonaws.com", "/k1", "/k2"])
-            .prop_map(String::from)
+        prop::sample::select(vec![
+            "https://a",
+            "https://b",
+            "https://c",
+            "x",
+            "sts.amazonaws.com",
+            "/k1",
+            "/k2",
+        ])
+        .prop_map(String::from)
     }
 
     fn state() -> impl Strategy<Value = SaState> {
@@ -127,12 +147,14 @@ mod tests {
             prop::option::of(value()),
             prop::collection::vec(value(), 0..5),
         )
-            .prop_map(|(issuers, key_files, signing_key_file, api_audiences)| SaState {
-                issuers,
-                key_files,
-                signing_key_file,
-                api_audiences,
-            })
+            .prop_map(
+                |(issuers, key_files, signing_key_file, api_audiences)| SaState {
+                    issuers,
+                    key_files,
+                    signing_key_file,
+                    api_audiences,
+                },
+            )
     }
 
     fn desired_strategy() -> impl Strategy<Value = Desired> {
@@ -142,12 +164,14 @@ mod tests {
             prop::option::of(value()),
             prop::collection::vec(value(), 0..3),
         )
-            .prop_map(|(issuer, audiences, signing_key_file, extra_key_files)| Desired {
-                issuer,
-                audiences,
-                signing_key_file,
-                extra_key_files,
-            })
+            .prop_map(
+                |(issuer, audiences, signing_key_file, extra_key_files)| Desired {
+                    issuer,
+                    audiences,
+                    signing_key_file,
+                    extra_key_files,
+                },
+            )
     }
 
     fn has_duplicates(v: &[String]) -> bool {

@@ -105,10 +105,12 @@ impl Effective {
                 ISSUER => eff.issuers.push(sourced()),
                 KEY_FILE => eff.key_files.push(sourced()),
                 SIGNING_KEY_FILE => eff.signing_key_file = Some(sourced()),
-                API_AUDIENCES => eff.explicit_audiences.extend(split_slice(&arg.value).map(|v| Sourced {
-                    value: v.to_string(),
-                    source: arg.source.clone(),
-                })),
+                API_AUDIENCES => eff
+                    .explicit_audiences
+                    .extend(split_slice(&arg.value).map(|v| Sourced {
+                        value: v.to_string(),
+                        source: arg.source.clone(),
+                    })),
                 _ => {}
             }
         }
@@ -243,10 +245,18 @@ mod tests {
         let s = eff.state();
         assert_eq!(s.issuers, ["https://a", "https://b"]);
         assert_eq!(s.signing_issuer(), Some("https://a"));
-        assert_eq!(s.signing_key_file.as_deref(), Some("/two"), "last signing key wins");
+        assert_eq!(
+            s.signing_key_file.as_deref(),
+            Some("/two"),
+            "last signing key wins"
+        );
         assert_eq!(eff.signing_key_file.unwrap().source, Source::line("f", 4));
         assert_eq!(s.key_files, ["/k1", "/k2"]);
-        assert_eq!(s.effective_audiences(), ["https://a", "https://b"], "audiences default to issuers");
+        assert_eq!(
+            s.effective_audiences(),
+            ["https://a", "https://b"],
+            "audiences default to issuers"
+        );
     }
 
     #[test]

@@ -21,7 +21,10 @@ pub fn items(text: &str, vars: &Vars) -> Vec<Item> {
         if trimmed.is_empty() || trimmed.starts_with('#') {
             continue;
         }
-        let unquoted: String = trimmed.chars().filter(|c| *c != '"' && *c != '\'').collect();
+        let unquoted: String = trimmed
+            .chars()
+            .filter(|c| *c != '"' && *c != '\'')
+            .collect();
         let indent = &raw[..raw.len() - raw.trim_start().len()];
         tokens.extend(unquoted.split_whitespace().map(|t| Token {
             text: expand(t, vars),
@@ -93,15 +96,28 @@ struct ArgsRender<'a> {
 }
 
 impl Render for ArgsRender<'_> {
-    fn render(&self, like: Option<&Item>, name: &str, value: &str, _keep_suffix: bool) -> Result<String> {
-        if value.is_empty() || value.chars().any(|c| c.is_whitespace() || c == '"' || c == '\'' || c == '$') {
+    fn render(
+        &self,
+        like: Option<&Item>,
+        name: &str,
+        value: &str,
+        _keep_suffix: bool,
+    ) -> Result<String> {
+        if value.is_empty()
+            || value
+                .chars()
+                .any(|c| c.is_whitespace() || c == '"' || c == '\'' || c == '$')
+        {
             bail!("--{name}={value:?} cannot be written to an args file: kubelite strips quotes, splits on spaces and expands '$'");
         }
         // Write paths the way the file already does: ${SNAP_DATA}/... for the
         // snap's data directory.
         let mut shown = value.to_string();
         if let Some(data) = self.vars.get("SNAP_DATA") {
-            if let Some(rest) = value.strip_prefix(data.as_str()).filter(|r| r.starts_with('/')) {
+            if let Some(rest) = value
+                .strip_prefix(data.as_str())
+                .filter(|r| r.starts_with('/'))
+            {
                 shown = format!("${{SNAP_DATA}}{rest}");
             }
         }
@@ -115,19 +131,29 @@ mod tests {
     use super::*;
 
     fn vars() -> Vars {
-        [("SNAP_DATA".to_string(), "/var/snap/microk8s/current".to_string())].into()
+        [(
+            "SNAP_DATA".to_string(),
+            "/var/snap/microk8s/current".to_string(),
+        )]
+        .into()
     }
 
     #[test]
     fn reads_like_kubelite() {
         let text = "# comment\n\n  --service-account-issuer='https://kubernetes.default.svc'\n--service-account-key-file=${SNAP_DATA}/certs/sa.key\n--api-audiences \"a,b\"\n--x=1 --y=2\n";
         let args = read("/args", text, &vars());
-        let got: Vec<_> = args.iter().map(|a| (a.name.as_str(), a.value.as_str())).collect();
+        let got: Vec<_> = args
+            .iter()
+            .map(|a| (a.name.as_str(), a.value.as_str()))
+            .collect();
         assert_eq!(
             got,
             [
                 ("service-account-issuer", "https://kubernetes.default.svc"),
-                ("service-account-key-file", "/var/snap/microk8s/current/certs/sa.key"),
+                (
+                    "service-account-key-file",
+                    "/var/snap/microk8s/current/certs/sa.key"
+                ),
                 ("api-audiences", "a,b"),
                 ("x", "1"),
                 ("y", "2"),

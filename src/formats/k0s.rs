@@ -9,7 +9,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_yaml::Value;
 
 use super::lines::{self, Edit, Item, Lines, Render, Token};
-use crate::flags::{is_managed, Arg, SaState, Source, API_AUDIENCES, ISSUER, KEY_FILE, SIGNING_KEY_FILE};
+use crate::flags::{
+    is_managed, Arg, SaState, Source, API_AUDIENCES, ISSUER, KEY_FILE, SIGNING_KEY_FILE,
+};
 
 /// A block-mapping key found in the text.
 #[derive(Debug, Clone)]
@@ -31,7 +33,9 @@ fn is_blank(l: &str) -> bool {
 
 /// Find `name:` as a direct child of the block [from, to) at its child indent.
 fn find_child(lines: &[&str], from: usize, to: usize, name: &str) -> Option<Key> {
-    let child_indent = (from..to).find(|&i| !is_blank(lines[i])).map(|i| indent_of(lines[i]))?;
+    let child_indent = (from..to)
+        .find(|&i| !is_blank(lines[i]))
+        .map(|i| indent_of(lines[i]))?;
     for i in from..to {
         let l = lines[i];
         if is_blank(l) || indent_of(l) != child_indent {
@@ -40,8 +44,14 @@ fn find_child(lines: &[&str], from: usize, to: usize, name: &str) -> Option<Key>
         let body = l.trim_start();
         if body.strip_prefix(name).is_some_and(|r| r.starts_with(':')) {
             let end = (i + 1..to)
-                .find(|&j| !is_blank(lines[j]) && indent_of(lines[j]) <= child_indent && !lines[j].trim_start().starts_with("- "))
-                .or_else(|| (i + 1..to).find(|&j| !is_blank(lines[j]) && indent_of(lines[j]) < child_indent))
+                .find(|&j| {
+                    !is_blank(lines[j])
+                        && indent_of(lines[j]) <= child_indent
+                        && !lines[j].trim_start().starts_with("- ")
+                })
+                .or_else(|| {
+                    (i + 1..to).find(|&j| !is_blank(lines[j]) && indent_of(lines[j]) < child_indent)
+                })
                 .unwrap_or(to);
             // Trailing blank lines belong to what follows.
             let mut end = end;
@@ -65,7 +75,8 @@ struct Located {
 }
 
 fn locate(path: &str, lines: &[&str]) -> Result<Located> {
-    let spec = find_child(lines, 0, lines.len(), "spec").ok_or_else(|| anyhow!("{path}: no top-level `spec:` mapping"))?;
+    let spec = find_child(lines, 0, lines.len(), "spec")
+        .ok_or_else(|| anyhow!("{path}: no top-level `spec:` mapping"))?;
     let api = find_child(lines, spec.line + 1, spec.end, "api")
         .ok_or_else(|| anyhow!("{path}: no `spec.api:` mapping (line {})", spec.line + 1))?;
     let extra_args = find_child(lines, api.line + 1, api.end, "extraArgs");
@@ -86,9 +97,14 @@ fn parse(path: &str, text: &str) -> Result<(BTreeMap<String, String>, Vec<String
     };
     let api = doc.get("spec").and_then(|s| s.get("api"));
     let mut extra = BTreeMap::new();
-    if let Some(m) = api.and_then(|a| a.get("extraArgs")).and_then(Value::as_mapping) {
+    if let Some(m) = api
+        .and_then(|a| a.get("extraArgs"))
+        .and_then(Value::as_mapping)
+    {
         for (k, v) in m {
-            let k = k.as_str().ok_or_else(|| anyhow!("{path}: spec.api.extraArgs has a key that is not a string"))?;
+            let k = k.as_str().ok_or_else(|| {
+                anyhow!("{path}: spec.api.extraArgs has a key that is not a string")
+            })?;
             let v = match v {
                 Value::String(s) => s.clone(),
                 Value::Number(n) => n.to_string(),
@@ -99,11 +115,16 @@ fn parse(path: &str, text: &str) -> Result<(BTreeMap<String, String>, Vec<String
         }
     }
     let mut raw = Vec::new();
-    if let Some(s) = api.and_then(|a| a.get("rawArgs")).and_then(Value::as_sequence) {
+    if let Some(s) = api
+        .and_then(|a| a.get("rawArgs"))
+        .and_then(Value::as_sequence)
+    {
         for v in s {
             raw.push(
                 v.as_str()
-                    .ok_or_else(|| anyhow!("{path}: spec.api.rawArgs holds an item that is not a string"))?
+                    .ok_or_else(|| {
+                        anyhow!("{path}: spec.api.rawArgs holds an item that is not a string")
+                    })?
                     .to_string(),
             );
         }
@@ -122,10 +143,12 @@ fn raw_items(path: &str, lines: &[&str], loc: &Located, raw: &[String]) -> Resul
         if is_blank(l) {
             continue;
         }
-        let Some(rest) = t.strip_prefix("- ") else { continue };
+        let Some(rest) = t.strip_prefix("- ") else {
+            continue;
+        };
         let rest = rest.trim_start();
-        let (value, open, close) =
-            super::yaml_lines::scalar(rest).ok_or_else(|| anyhow!("{path}:{}: rawArgs item is not a one-line string", i + 1))?;
+        let (value, open, close) = super::yaml_lines::scalar(rest)
+            .ok_or_else(|| anyhow!("{path}:{}: rawArgs item is not a one-line string", i + 1))?;
         tokens.push(Token {
             text: value,
             line: i,
@@ -173,12 +196,22 @@ pub fn read(path: &str, text: &str, defaults: &[(String, String)]) -> Result<Vec
 }
 
 /// Rewrite `k0s.yaml` so that the managed flags are exactly `target`.
-pub fn edit(path: &str, text: &str, defaults: &[(String, String)], target: &SaState) -> Result<String> {
+pub fn edit(
+    path: &str,
+    text: &str,
+    defaults: &[(String, String)],
+    target: &SaState,
+) -> Result<String> {
     let (extra, raw) = parse(path, text)?;
     let lines_owned = Lines::parse(text);
     let lines: Vec<&str> = lines_owned.iter().collect();
     let loc = locate(path, &lines)?;
-    let default_of = |f: &str| defaults.iter().find(|(k, _)| k == f).map(|(_, v)| v.clone());
+    let default_of = |f: &str| {
+        defaults
+            .iter()
+            .find(|(k, _)| k == f)
+            .map(|(_, v)| v.clone())
+    };
 
     // What the map must say for each flag, and what rawArgs must add.
     let first = |v: &[String]| v.first().cloned();
@@ -186,7 +219,10 @@ pub fn edit(path: &str, text: &str, defaults: &[(String, String)], target: &SaSt
         (ISSUER, first(&target.issuers)),
         (KEY_FILE, first(&target.key_files)),
         (SIGNING_KEY_FILE, target.signing_key_file.clone()),
-        (API_AUDIENCES, (!target.api_audiences.is_empty()).then(|| target.api_audiences.join(","))),
+        (
+            API_AUDIENCES,
+            (!target.api_audiences.is_empty()).then(|| target.api_audiences.join(",")),
+        ),
     ];
     let mut set_extra: Vec<(&str, String)> = Vec::new();
     for (flag, want) in &want_map {
@@ -194,7 +230,9 @@ pub fn edit(path: &str, text: &str, defaults: &[(String, String)], target: &SaSt
         match want {
             Some(w) if have.as_deref() != Some(w.as_str()) => set_extra.push((flag, w.clone())),
             Some(_) => {}
-            None if have.is_some() => bail!("{path}: k0s always passes --{flag}; it cannot be removed"),
+            None if have.is_some() => {
+                bail!("{path}: k0s always passes --{flag}; it cannot be removed")
+            }
             None => {}
         }
     }
@@ -208,9 +246,24 @@ pub fn edit(path: &str, text: &str, defaults: &[(String, String)], target: &SaSt
     let mut edits = Vec::new();
     let managed_last = items.iter().rposition(|i| is_managed(&i.name));
     let any_last = items.len().checked_sub(1);
-    lines::plan_list(&items, ISSUER, &raw_target.issuers, managed_last.or(any_last), &mut edits);
-    let key_anchor = items.iter().rposition(|i| i.name == KEY_FILE || i.name == ISSUER).or(any_last);
-    lines::plan_list(&items, KEY_FILE, &raw_target.key_files, key_anchor, &mut edits);
+    lines::plan_list(
+        &items,
+        ISSUER,
+        &raw_target.issuers,
+        managed_last.or(any_last),
+        &mut edits,
+    );
+    let key_anchor = items
+        .iter()
+        .rposition(|i| i.name == KEY_FILE || i.name == ISSUER)
+        .or(any_last);
+    lines::plan_list(
+        &items,
+        KEY_FILE,
+        &raw_target.key_files,
+        key_anchor,
+        &mut edits,
+    );
     for (i, it) in items.iter().enumerate() {
         if it.name == SIGNING_KEY_FILE || it.name == API_AUDIENCES {
             edits.push(Edit::Delete { item: i });
@@ -226,7 +279,11 @@ pub fn edit(path: &str, text: &str, defaults: &[(String, String)], target: &SaSt
         .as_ref()
         .map(|k| k.indent)
         .or_else(|| loc.raw_args.as_ref().map(|k| k.indent))
-        .or_else(|| (loc.api.line + 1..loc.api.end).find(|&i| !is_blank(lines[i])).map(|i| indent_of(lines[i])))
+        .or_else(|| {
+            (loc.api.line + 1..loc.api.end)
+                .find(|&i| !is_blank(lines[i]))
+                .map(|i| indent_of(lines[i]))
+        })
         .unwrap_or(loc.api.indent + 2);
     let pad = " ".repeat(child_indent);
     let eol = lines_owned.eol(0);
@@ -236,7 +293,9 @@ pub fn edit(path: &str, text: &str, defaults: &[(String, String)], target: &SaSt
     } else if !edits.is_empty() {
         // No rawArgs items yet: every edit is an insertion.
         for e in &edits {
-            if let Edit::InsertAfter { name, value, .. } | Edit::InsertBefore { name, value, .. } = e {
+            if let Edit::InsertAfter { name, value, .. } | Edit::InsertBefore { name, value, .. } =
+                e
+            {
                 new_raw_block.push(format!("{pad}- --{name}={value}"));
             }
         }
@@ -254,9 +313,16 @@ pub fn edit(path: &str, text: &str, defaults: &[(String, String)], target: &SaSt
     let mut new_extra: Vec<String> = Vec::new();
     for (flag, value) in &set_extra {
         let rendered_value = yaml_scalar(value);
-        match loc.extra_args.as_ref().and_then(|e| find_child(&lines, e.line + 1, e.end, flag)) {
+        match loc
+            .extra_args
+            .as_ref()
+            .and_then(|e| find_child(&lines, e.line + 1, e.end, flag))
+        {
             Some(k) => {
-                replace.insert(k.line, format!("{}{flag}: {rendered_value}", " ".repeat(k.indent)));
+                replace.insert(
+                    k.line,
+                    format!("{}{flag}: {rendered_value}", " ".repeat(k.indent)),
+                );
             }
             None => new_extra.push(format!("{flag}: {rendered_value}")),
         }
@@ -268,7 +334,10 @@ pub fn edit(path: &str, text: &str, defaults: &[(String, String)], target: &SaSt
                     .find(|&i| !is_blank(lines[i]))
                     .map(|i| indent_of(lines[i]))
                     .unwrap_or(e.indent + 2);
-                let body = lines[e.line].trim_start().trim_start_matches("extraArgs:").trim();
+                let body = lines[e.line]
+                    .trim_start()
+                    .trim_start_matches("extraArgs:")
+                    .trim();
                 if !(body.is_empty() || body == "{}" || body.starts_with('#')) {
                     bail!("{path}:{}: spec.api.extraArgs is written inline; write it as a block mapping", e.line + 1);
                 }
@@ -276,10 +345,11 @@ pub fn edit(path: &str, text: &str, defaults: &[(String, String)], target: &SaSt
                     replace.insert(e.line, format!("{pad}extraArgs:"));
                 }
                 let at = e.end.saturating_sub(1).max(e.line);
-                insert_after
-                    .entry(at)
-                    .or_default()
-                    .extend(new_extra.iter().map(|l| format!("{}{l}", " ".repeat(inner))));
+                insert_after.entry(at).or_default().extend(
+                    new_extra
+                        .iter()
+                        .map(|l| format!("{}{l}", " ".repeat(inner))),
+                );
             }
             None => {
                 let at = loc.api.end.saturating_sub(1).max(loc.api.line);
@@ -292,13 +362,22 @@ pub fn edit(path: &str, text: &str, defaults: &[(String, String)], target: &SaSt
     if !new_raw_block.is_empty() {
         match &loc.raw_args {
             Some(r) => {
-                let body = lines[r.line].trim_start().trim_start_matches("rawArgs:").trim();
+                let body = lines[r.line]
+                    .trim_start()
+                    .trim_start_matches("rawArgs:")
+                    .trim();
                 if body == "[]" {
                     replace.insert(r.line, format!("{pad}rawArgs:"));
                 } else if !(body.is_empty() || body.starts_with('#')) {
-                    bail!("{path}:{}: spec.api.rawArgs is written inline; write it as a block list", r.line + 1);
+                    bail!(
+                        "{path}:{}: spec.api.rawArgs is written inline; write it as a block list",
+                        r.line + 1
+                    );
                 }
-                insert_after.entry(r.line).or_default().extend(new_raw_block);
+                insert_after
+                    .entry(r.line)
+                    .or_default()
+                    .extend(new_raw_block);
             }
             None => {
                 let at = loc.api.end.saturating_sub(1).max(loc.api.line);
@@ -335,9 +414,15 @@ fn yaml_scalar(v: &str) -> String {
     let plain_ok = !v.is_empty()
         && !v.contains(": ")
         && !v.contains(" #")
-        && !v.starts_with(['-', '?', ':', ',', '[', ']', '{', '}', '#', '&', '*', '!', '|', '>', '\'', '"', '%', '@', '`', ' '])
+        && !v.starts_with([
+            '-', '?', ':', ',', '[', ']', '{', '}', '#', '&', '*', '!', '|', '>', '\'', '"', '%',
+            '@', '`', ' ',
+        ])
         && !v.ends_with([':', ' '])
-        && serde_yaml::from_str::<Value>(v).ok().and_then(|x| x.as_str().map(|s| s == v)).unwrap_or(false);
+        && serde_yaml::from_str::<Value>(v)
+            .ok()
+            .and_then(|x| x.as_str().map(|s| s == v))
+            .unwrap_or(false);
     if plain_ok {
         v.to_string()
     } else {
@@ -348,10 +433,20 @@ fn yaml_scalar(v: &str) -> String {
 struct RawRender;
 
 impl Render for RawRender {
-    fn render(&self, like: Option<&Item>, name: &str, value: &str, keep_suffix: bool) -> Result<String> {
+    fn render(
+        &self,
+        like: Option<&Item>,
+        name: &str,
+        value: &str,
+        keep_suffix: bool,
+    ) -> Result<String> {
         let like = like.ok_or_else(|| anyhow!("rawArgs is empty"))?;
         let arg = format!("--{name}={value}");
-        let quote = like.prefix.chars().last().filter(|c| *c == '"' || *c == '\'');
+        let quote = like
+            .prefix
+            .chars()
+            .last()
+            .filter(|c| *c == '"' || *c == '\'');
         let body = match quote {
             Some('"') => arg.replace('\\', "\\\\").replace('"', "\\\""),
             Some(_) => arg.replace('\'', "''"),
@@ -377,7 +472,10 @@ mod tests {
     fn defaults() -> Vec<(String, String)> {
         vec![
             (ISSUER.into(), "https://kubernetes.default.svc".into()),
-            (API_AUDIENCES.into(), "https://kubernetes.default.svc,system:konnectivity-server".into()),
+            (
+                API_AUDIENCES.into(),
+                "https://kubernetes.default.svc,system:konnectivity-server".into(),
+            ),
             (KEY_FILE.into(), "/var/lib/k0s/pki/sa.pub".into()),
             (SIGNING_KEY_FILE.into(), "/var/lib/k0s/pki/sa.key".into()),
         ]
@@ -416,6 +514,10 @@ mod tests {
         );
         let after = Effective::from_args(&read(PATH, &out, &defaults()).unwrap()).state();
         assert_eq!(after, target);
-        assert_eq!(edit(PATH, &out, &defaults(), &target).unwrap(), out, "idempotent");
+        assert_eq!(
+            edit(PATH, &out, &defaults(), &target).unwrap(),
+            out,
+            "idempotent"
+        );
     }
 }

@@ -16,7 +16,9 @@ use serde_yaml::{Mapping, Value};
 use super::lines::{Lines, Token};
 use super::yaml_lines::block_sequences;
 use super::ConfigSet;
-use crate::flags::{Arg, Effective, SaState, Source, API_AUDIENCES, ISSUER, KEY_FILE, SIGNING_KEY_FILE};
+use crate::flags::{
+    Arg, Effective, SaState, Source, API_AUDIENCES, ISSUER, KEY_FILE, SIGNING_KEY_FILE,
+};
 
 const KEY: &str = "kube-apiserver-arg";
 
@@ -78,18 +80,29 @@ fn ordered<'a>(files: &'a ConfigSet, config: &str) -> Vec<(&'a str, &'a str)> {
     out
 }
 
-fn list_items(path: &str, text: &str, key: &str, v: &Value, blocks: &[super::yaml_lines::Block]) -> Result<Vec<ListItem>> {
+fn list_items(
+    path: &str,
+    text: &str,
+    key: &str,
+    v: &Value,
+    blocks: &[super::yaml_lines::Block],
+) -> Result<Vec<ListItem>> {
     let to_string = |v: &Value| -> Result<String> {
         match v {
             Value::String(s) => Ok(s.clone()),
             Value::Number(n) => Ok(n.to_string()),
             Value::Bool(b) => Ok(b.to_string()),
-            other => Err(anyhow!("{path}: {key} holds a value that is not a string: {other:?}")),
+            other => Err(anyhow!(
+                "{path}: {key} holds a value that is not a string: {other:?}"
+            )),
         }
     };
     let key_line = Lines::parse(text)
         .iter()
-        .position(|l| l.strip_prefix(key).is_some_and(|r| r.trim_start().starts_with(':')))
+        .position(|l| {
+            l.strip_prefix(key)
+                .is_some_and(|r| r.trim_start().starts_with(':'))
+        })
         .map(|i| i + 1)
         .unwrap_or(0);
     match v {
@@ -124,7 +137,10 @@ fn list_items(path: &str, text: &str, key: &str, v: &Value, blocks: &[super::yam
 /// k3s `GetArgs`: the distribution's defaults combined with the user's items.
 /// Returns the apiserver arguments sorted by flag name, repeated flags in order.
 pub fn get_args(defaults: &[(String, String)], distro: &str, extra: &[ListItem]) -> Vec<Arg> {
-    let mut initial: BTreeMap<&str, &str> = defaults.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut initial: BTreeMap<&str, &str> = defaults
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     let mut multi: BTreeMap<String, Vec<(String, Source)>> = BTreeMap::new();
     let default_source = Source::default_of(distro);
     for item in extra {
@@ -134,7 +150,9 @@ pub fn get_args(defaults: &[(String, String)], distro: &str, extra: &[ListItem])
             None => (unsplit, "true".to_string()),
         };
         let cleaned = arg.trim_end_matches(['-', '+']).to_string();
-        let init = initial.get(cleaned.as_str()).map(|v| (v.to_string(), default_source.clone()));
+        let init = initial
+            .get(cleaned.as_str())
+            .map(|v| (v.to_string(), default_source.clone()));
         let existing = multi.get(&cleaned).cloned();
         let mine = (value, item.source.clone());
         let mut new_values = Vec::new();
@@ -160,19 +178,33 @@ pub fn get_args(defaults: &[(String, String)], distro: &str, extra: &[ListItem])
         .into_iter()
         .flat_map(|(name, values)| {
             let name = name.trim_start_matches('-').to_string();
-            values.into_iter().map(move |(v, s)| Arg::new(name.clone(), v, s))
+            values
+                .into_iter()
+                .map(move |(v, s)| Arg::new(name.clone(), v, s))
         })
         .collect()
 }
 
 /// The apiserver arguments the files yield.
-pub fn read(files: &ConfigSet, config: &str, defaults: &[(String, String)], distro: &str) -> Result<Vec<Arg>> {
+pub fn read(
+    files: &ConfigSet,
+    config: &str,
+    defaults: &[(String, String)],
+    distro: &str,
+) -> Result<Vec<Arg>> {
     Ok(get_args(defaults, distro, &merged_list(files, config)?))
 }
 
 /// The drop-in irsa-agent owns: regenerated so that the files together yield
 /// exactly `target`. Returns the new file set.
-pub fn edit(files: &ConfigSet, config: &str, dropin: &str, defaults: &[(String, String)], distro: &str, target: &SaState) -> Result<ConfigSet> {
+pub fn edit(
+    files: &ConfigSet,
+    config: &str,
+    dropin: &str,
+    defaults: &[(String, String)],
+    distro: &str,
+    target: &SaState,
+) -> Result<ConfigSet> {
     let mut base: ConfigSet = files.clone();
     base.remove(dropin);
     let base_list = merged_list(&base, config)?;
@@ -195,10 +227,21 @@ pub fn edit(files: &ConfigSet, config: &str, dropin: &str, defaults: &[(String, 
     items.extend(new_issuers.iter().rev().map(|v| format!("{ISSUER}-={v}")));
     // Audiences: appended one per item (no commas inside list items).
     if target.api_audiences != cur.api_audiences {
-        let Some(rest) = target.api_audiences.strip_prefix(cur.api_audiences.as_slice()) else {
-            return Err(cannot(API_AUDIENCES, &cur.api_audiences, &target.api_audiences));
+        let Some(rest) = target
+            .api_audiences
+            .strip_prefix(cur.api_audiences.as_slice())
+        else {
+            return Err(cannot(
+                API_AUDIENCES,
+                &cur.api_audiences,
+                &target.api_audiences,
+            ));
         };
-        let op = if cur.api_audiences.is_empty() { "=" } else { "+=" };
+        let op = if cur.api_audiences.is_empty() {
+            "="
+        } else {
+            "+="
+        };
         items.extend(rest.iter().map(|v| format!("{API_AUDIENCES}{op}{v}")));
     }
     // Key files: appended.
@@ -216,7 +259,9 @@ pub fn edit(files: &ConfigSet, config: &str, dropin: &str, defaults: &[(String, 
             .iter()
             .filter(|i| {
                 let body = i.text.strip_prefix("--").unwrap_or(&i.text);
-                body.split_once('=').map(|(n, _)| n.trim_end_matches(['-', '+'])) == Some(SIGNING_KEY_FILE)
+                body.split_once('=')
+                    .map(|(n, _)| n.trim_end_matches(['-', '+']))
+                    == Some(SIGNING_KEY_FILE)
             })
             .collect();
         match user.as_slice() {
@@ -231,7 +276,10 @@ pub fn edit(files: &ConfigSet, config: &str, dropin: &str, defaults: &[(String, 
     }
     let already_ours = files.get(dropin);
     if !items.is_empty() || already_ours.is_some() {
-        out.insert(dropin.to_string(), render_dropin(&target.issuers[0], &items));
+        out.insert(
+            dropin.to_string(),
+            render_dropin(&target.issuers[0], &items),
+        );
     }
     Ok(out)
 }
@@ -293,8 +341,14 @@ mod tests {
 
     fn defaults() -> Vec<(String, String)> {
         vec![
-            (ISSUER.into(), "https://kubernetes.default.svc.cluster.local".into()),
-            (API_AUDIENCES.into(), "https://kubernetes.default.svc.cluster.local,k3s".into()),
+            (
+                ISSUER.into(),
+                "https://kubernetes.default.svc.cluster.local".into(),
+            ),
+            (
+                API_AUDIENCES.into(),
+                "https://kubernetes.default.svc.cluster.local,k3s".into(),
+            ),
             (KEY_FILE.into(), "/tls/service.key".into()),
             (SIGNING_KEY_FILE.into(), "/tls/service.current.key".into()),
         ]
@@ -309,7 +363,10 @@ mod tests {
     }
 
     fn values(args: &[Arg], name: &str) -> Vec<String> {
-        args.iter().filter(|a| a.name == name).map(|a| a.value.clone()).collect()
+        args.iter()
+            .filter(|a| a.name == name)
+            .map(|a| a.value.clone())
+            .collect()
     }
 
     #[test]
@@ -317,11 +374,29 @@ mod tests {
         let args = get_args(
             &defaults(),
             "k3s",
-            &[item("service-account-issuer-=https://new"), item("api-audiences+=sts"), item("service-account-key-file=/a"), item("service-account-key-file=/b")],
+            &[
+                item("service-account-issuer-=https://new"),
+                item("api-audiences+=sts"),
+                item("service-account-key-file=/a"),
+                item("service-account-key-file=/b"),
+            ],
         );
-        assert_eq!(values(&args, ISSUER), ["https://new", "https://kubernetes.default.svc.cluster.local"]);
-        assert_eq!(values(&args, API_AUDIENCES), ["https://kubernetes.default.svc.cluster.local,k3s", "sts"]);
-        assert_eq!(values(&args, KEY_FILE), ["/a", "/b"], "plain form replaces the default and accumulates");
+        assert_eq!(
+            values(&args, ISSUER),
+            [
+                "https://new",
+                "https://kubernetes.default.svc.cluster.local"
+            ]
+        );
+        assert_eq!(
+            values(&args, API_AUDIENCES),
+            ["https://kubernetes.default.svc.cluster.local,k3s", "sts"]
+        );
+        assert_eq!(
+            values(&args, KEY_FILE),
+            ["/a", "/b"],
+            "plain form replaces the default and accumulates"
+        );
         assert_eq!(args[0].name, API_AUDIENCES, "sorted by flag name");
     }
 
@@ -329,20 +404,38 @@ mod tests {
     fn later_plain_key_replaces_plus_key_appends() {
         let mut files = ConfigSet::new();
         files.insert(CONFIG.into(), "kube-apiserver-arg:\n- a=1\n".into());
-        files.insert(format!("{CONFIG}.d/10-x.yaml"), "kube-apiserver-arg+:\n  - b=2\n".into());
-        files.insert(format!("{CONFIG}.d/20-y.yml"), "kube-apiserver-arg: c=3\n".into());
-        files.insert(format!("{CONFIG}.d/30-z.yaml"), "kube-apiserver-arg+: [d=4]\n".into());
-        files.insert(format!("{CONFIG}.d/notes.txt"), "kube-apiserver-arg: [nope]\n".into());
+        files.insert(
+            format!("{CONFIG}.d/10-x.yaml"),
+            "kube-apiserver-arg+:\n  - b=2\n".into(),
+        );
+        files.insert(
+            format!("{CONFIG}.d/20-y.yml"),
+            "kube-apiserver-arg: c=3\n".into(),
+        );
+        files.insert(
+            format!("{CONFIG}.d/30-z.yaml"),
+            "kube-apiserver-arg+: [d=4]\n".into(),
+        );
+        files.insert(
+            format!("{CONFIG}.d/notes.txt"),
+            "kube-apiserver-arg: [nope]\n".into(),
+        );
         let list = merged_list(&files, CONFIG).unwrap();
         let texts: Vec<_> = list.iter().map(|i| i.text.as_str()).collect();
         assert_eq!(texts, ["c=3", "d=4"]);
-        assert_eq!(list[0].source, Source::line(format!("{CONFIG}.d/20-y.yml"), 1));
+        assert_eq!(
+            list[0].source,
+            Source::line(format!("{CONFIG}.d/20-y.yml"), 1)
+        );
     }
 
     #[test]
     fn dropin_prepends_issuer_and_is_idempotent() {
         let mut files = ConfigSet::new();
-        files.insert(CONFIG.into(), "# mine\nkube-apiserver-arg:\n  - audit-log-maxage=30\n".into());
+        files.insert(
+            CONFIG.into(),
+            "# mine\nkube-apiserver-arg:\n  - audit-log-maxage=30\n".into(),
+        );
         let cur = Effective::from_args(&read(&files, CONFIG, &defaults(), "k3s").unwrap()).state();
         let target = crate::flags::converge(
             &cur,

@@ -56,7 +56,8 @@ pub fn items_from_tokens(tokens: &[Token]) -> Vec<Item> {
         let value = match value {
             Some(v) => v.to_string(),
             None if t + 1 < tokens.len()
-                && (crate::flags::is_managed(&crate::flags::normalize(name)) || !tokens[t + 1].text.starts_with('-')) =>
+                && (crate::flags::is_managed(&crate::flags::normalize(name))
+                    || !tokens[t + 1].text.starts_with('-')) =>
             {
                 t += 1;
                 last = &tokens[t];
@@ -102,7 +103,9 @@ impl Lines {
     /// Line `i` without its line ending.
     pub fn content(&self, i: usize) -> &str {
         let l = &self.lines[i];
-        l.strip_suffix("\r\n").or_else(|| l.strip_suffix('\n')).unwrap_or(l)
+        l.strip_suffix("\r\n")
+            .or_else(|| l.strip_suffix('\n'))
+            .unwrap_or(l)
     }
 
     /// The line ending of line `i`, or of the file when `i` has none.
@@ -136,9 +139,19 @@ pub enum Edit {
     /// Remove item `item`.
     Delete { item: usize },
     /// A new flag line before line `line`, rendered like the item at `like`.
-    InsertBefore { line: usize, like: usize, name: &'static str, value: String },
+    InsertBefore {
+        line: usize,
+        like: usize,
+        name: &'static str,
+        value: String,
+    },
     /// A new flag line after line `line`, rendered like the item at `like`.
-    InsertAfter { line: usize, like: usize, name: &'static str, value: String },
+    InsertAfter {
+        line: usize,
+        like: usize,
+        name: &'static str,
+        value: String,
+    },
 }
 
 /// Where new lines go when the flag has no line yet and the text has no flag
@@ -153,7 +166,7 @@ pub struct Fallback {
 /// into `target` for the four managed flags. Unmanaged items are never touched.
 pub fn plan(items: &[Item], target: &SaState) -> Vec<Edit> {
     let mut edits = Vec::new();
-    let managed_last = last_index(items, |n| crate::flags::is_managed(n));
+    let managed_last = last_index(items, crate::flags::is_managed);
     let any_last = items.len().checked_sub(1);
     let issuer_last = last_index(items, |n| n == ISSUER);
 
@@ -185,7 +198,10 @@ pub fn plan(items: &[Item], target: &SaState) -> Vec<Edit> {
     }
 
     // Key files: converged in place; new ones after the last kept one.
-    let key_anchor = last_index(items, |n| n == KEY_FILE).or(issuer_last).or(managed_last).or(any_last);
+    let key_anchor = last_index(items, |n| n == KEY_FILE)
+        .or(issuer_last)
+        .or(managed_last)
+        .or(any_last);
     plan_list(items, KEY_FILE, &target.key_files, key_anchor, &mut edits);
 
     // Signing key: exactly one line, the last one (the one that wins today) kept.
@@ -226,7 +242,13 @@ fn last_index(items: &[Item], pred: impl Fn(&str) -> bool) -> Option<usize> {
     items.iter().rposition(|it| pred(&it.name))
 }
 
-fn push_insert_after(items: &[Item], anchor: Option<usize>, name: &'static str, value: String, edits: &mut Vec<Edit>) {
+fn push_insert_after(
+    items: &[Item],
+    anchor: Option<usize>,
+    name: &'static str,
+    value: String,
+    edits: &mut Vec<Edit>,
+) {
     match anchor {
         Some(a) => edits.push(Edit::InsertAfter {
             line: items[a].last_line,
@@ -245,7 +267,13 @@ fn push_insert_after(items: &[Item], anchor: Option<usize>, name: &'static str, 
 
 /// Converge the repeated flag `name` to exactly `target`, in order, keeping
 /// every item whose value stays and is already in the right order.
-pub fn plan_list(items: &[Item], name: &'static str, target: &[String], anchor: Option<usize>, edits: &mut Vec<Edit>) {
+pub fn plan_list(
+    items: &[Item],
+    name: &'static str,
+    target: &[String],
+    anchor: Option<usize>,
+    edits: &mut Vec<Edit>,
+) {
     // Drop duplicates and values that are no longer wanted.
     let mut kept: Vec<usize> = Vec::new();
     for i in indexes(items, name) {
@@ -297,7 +325,13 @@ pub trait Render {
     /// The text of a line holding `--name=value`, styled like `like` (None when
     /// the text has no flag line to copy from). For a replacement `keep_suffix`
     /// keeps what followed the old value (a closing quote, a comment).
-    fn render(&self, like: Option<&Item>, name: &str, value: &str, keep_suffix: bool) -> Result<String>;
+    fn render(
+        &self,
+        like: Option<&Item>,
+        name: &str,
+        value: &str,
+        keep_suffix: bool,
+    ) -> Result<String>;
 }
 
 /// Apply `edits` to `text`. Every line no edit names is kept byte for byte.
@@ -325,21 +359,27 @@ pub fn apply(text: &str, items: &[Item], edits: &[Edit], fmt: &dyn Render) -> Re
                 check_alone(*item)?;
                 let it = &items[*item];
                 replace[it.line] = Some(fmt.render(Some(it), &it.name, value, true)?);
-                for l in it.line + 1..=it.last_line {
-                    delete[l] = true;
-                }
+                delete[it.line + 1..=it.last_line].fill(true);
             }
             Edit::Delete { item } => {
                 check_alone(*item)?;
                 let it = &items[*item];
-                for l in it.line..=it.last_line {
-                    delete[l] = true;
-                }
+                delete[it.line..=it.last_line].fill(true);
             }
-            Edit::InsertBefore { line, like, name, value } => {
+            Edit::InsertBefore {
+                line,
+                like,
+                name,
+                value,
+            } => {
                 before[*line].push(fmt.render(items.get(*like), name, value, false)?);
             }
-            Edit::InsertAfter { line, like, name, value } => {
+            Edit::InsertAfter {
+                line,
+                like,
+                name,
+                value,
+            } => {
                 let text = fmt.render(items.get(*like), name, value, false)?;
                 if *line < n {
                     after[*line].push(text);
@@ -396,7 +436,13 @@ mod tests {
 
     struct Plain;
     impl Render for Plain {
-        fn render(&self, _like: Option<&Item>, name: &str, value: &str, _keep: bool) -> Result<String> {
+        fn render(
+            &self,
+            _like: Option<&Item>,
+            name: &str,
+            value: &str,
+            _keep: bool,
+        ) -> Result<String> {
             Ok(format!("--{name}={value}"))
         }
     }

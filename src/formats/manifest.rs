@@ -11,7 +11,8 @@ use crate::flags::{Arg, SaState, Source};
 
 /// The kube-apiserver container's arguments, with the text lines they stand on.
 fn tokens(path: &str, text: &str) -> Result<Vec<Token>> {
-    let doc: Value = serde_yaml::from_str(text).with_context(|| format!("{path} is not valid YAML"))?;
+    let doc: Value =
+        serde_yaml::from_str(text).with_context(|| format!("{path} is not valid YAML"))?;
     let (command, args) = apiserver_lists(&doc).ok_or_else(|| {
         anyhow!("{path}: no container named kube-apiserver with a command or args list under spec.containers")
     })?;
@@ -21,7 +22,13 @@ fn tokens(path: &str, text: &str) -> Result<Vec<Token>> {
         let Some(want) = want else { continue };
         let found: Vec<&Block> = blocks
             .iter()
-            .filter(|b| b.key == key && b.items.iter().map(|t| t.text.as_str()).eq(want.iter().map(String::as_str)))
+            .filter(|b| {
+                b.key == key
+                    && b.items
+                        .iter()
+                        .map(|t| t.text.as_str())
+                        .eq(want.iter().map(String::as_str))
+            })
             .collect();
         match found.as_slice() {
             [one] => out.extend(one.items.iter().cloned()),
@@ -36,7 +43,10 @@ fn tokens(path: &str, text: &str) -> Result<Vec<Token>> {
 }
 
 /// `spec.containers[name=kube-apiserver]` command and args as strings.
-fn apiserver_lists(doc: &Value) -> Option<(Option<Vec<String>>, Option<Vec<String>>)> {
+/// A container's `command` and `args`, each absent or a list of strings.
+type CommandAndArgs = (Option<Vec<String>>, Option<Vec<String>>);
+
+fn apiserver_lists(doc: &Value) -> Option<CommandAndArgs> {
     let containers = doc.get("spec")?.get("containers")?.as_sequence()?;
     let c = containers
         .iter()
@@ -46,7 +56,10 @@ fn apiserver_lists(doc: &Value) -> Option<(Option<Vec<String>>, Option<Vec<Strin
             s.iter()
                 .map(|v| match v {
                     Value::String(s) => s.clone(),
-                    other => serde_yaml::to_string(other).unwrap_or_default().trim_end().to_string(),
+                    other => serde_yaml::to_string(other)
+                        .unwrap_or_default()
+                        .trim_end()
+                        .to_string(),
                 })
                 .collect::<Vec<_>>()
         })
@@ -74,14 +87,26 @@ pub fn edit(path: &str, text: &str, target: &SaState) -> Result<String> {
 struct ManifestRender;
 
 impl Render for ManifestRender {
-    fn render(&self, like: Option<&Item>, name: &str, value: &str, keep_suffix: bool) -> Result<String> {
+    fn render(
+        &self,
+        like: Option<&Item>,
+        name: &str,
+        value: &str,
+        keep_suffix: bool,
+    ) -> Result<String> {
         let like = like.ok_or_else(|| anyhow!("the kube-apiserver command list is empty"))?;
         let arg = format!("--{name}={value}");
-        let quote = like.prefix.chars().last().filter(|c| *c == '"' || *c == '\'');
+        let quote = like
+            .prefix
+            .chars()
+            .last()
+            .filter(|c| *c == '"' || *c == '\'');
         let body = match quote {
             Some('"') => arg.replace('\\', "\\\\").replace('"', "\\\""),
             Some(_) => arg.replace('\'', "''"),
-            None if needs_quotes(&arg) => format!("\"{}\"", arg.replace('\\', "\\\\").replace('"', "\\\"")),
+            None if needs_quotes(&arg) => {
+                format!("\"{}\"", arg.replace('\\', "\\\\").replace('"', "\\\""))
+            }
             None => arg,
         };
         let suffix = match (keep_suffix, quote) {
@@ -94,7 +119,11 @@ impl Render for ManifestRender {
 }
 
 fn needs_quotes(s: &str) -> bool {
-    s.contains(": ") || s.contains(" #") || s.ends_with(':') || s.contains(['\t', '"', '\'', '\n']) || s.ends_with(' ')
+    s.contains(": ")
+        || s.contains(" #")
+        || s.ends_with(':')
+        || s.contains(['\t', '"', '\'', '\n'])
+        || s.ends_with(' ')
 }
 
 #[cfg(test)]
@@ -106,14 +135,29 @@ mod tests {
     #[test]
     fn reads_the_apiserver_container_only() {
         let args = read("/m.yaml", MANIFEST).unwrap();
-        let got: Vec<_> = args.iter().map(|a| (a.name.as_str(), a.value.as_str(), a.source.to_string())).collect();
+        let got: Vec<_> = args
+            .iter()
+            .map(|a| (a.name.as_str(), a.value.as_str(), a.source.to_string()))
+            .collect();
         assert_eq!(
             got,
             [
                 ("advertise-address", "10.0.0.1", "/m.yaml:10".to_string()),
-                ("service-account-issuer", "https://kubernetes.default.svc.cluster.local", "/m.yaml:11".into()),
-                ("service-account-key-file", "/etc/kubernetes/pki/sa.pub", "/m.yaml:12".into()),
-                ("service-account-signing-key-file", "/etc/kubernetes/pki/sa.key", "/m.yaml:14".into()),
+                (
+                    "service-account-issuer",
+                    "https://kubernetes.default.svc.cluster.local",
+                    "/m.yaml:11".into()
+                ),
+                (
+                    "service-account-key-file",
+                    "/etc/kubernetes/pki/sa.pub",
+                    "/m.yaml:12".into()
+                ),
+                (
+                    "service-account-signing-key-file",
+                    "/etc/kubernetes/pki/sa.key",
+                    "/m.yaml:14".into()
+                ),
             ]
         );
     }
@@ -121,10 +165,19 @@ mod tests {
     #[test]
     fn edits_keep_quoting_and_everything_else() {
         let target = SaState {
-            issuers: vec!["https://oidc.example.com".into(), "https://kubernetes.default.svc.cluster.local".into()],
-            key_files: vec!["/etc/kubernetes/pki/sa.pub".into(), "/etc/kubernetes/pki/new.pub".into()],
+            issuers: vec![
+                "https://oidc.example.com".into(),
+                "https://kubernetes.default.svc.cluster.local".into(),
+            ],
+            key_files: vec![
+                "/etc/kubernetes/pki/sa.pub".into(),
+                "/etc/kubernetes/pki/new.pub".into(),
+            ],
             signing_key_file: Some("/etc/kubernetes/pki/new.key".into()),
-            api_audiences: vec!["https://kubernetes.default.svc.cluster.local".into(), "sts.amazonaws.com".into()],
+            api_audiences: vec![
+                "https://kubernetes.default.svc.cluster.local".into(),
+                "sts.amazonaws.com".into(),
+            ],
         };
         let out = edit("/m.yaml", MANIFEST, &target).unwrap();
         let want = MANIFEST

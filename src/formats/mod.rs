@@ -23,12 +23,31 @@ use crate::flags::{Arg, SaState};
 /// The apiserver arguments the distribution builds from `files`.
 pub fn read_args(profile: &Profile, files: &ConfigSet) -> Result<Vec<Arg>> {
     let main = files.get(&profile.config);
-    let missing = || anyhow!("{} does not exist; is this a {} control-plane node?", profile.config, profile.title);
+    let missing = || {
+        anyhow!(
+            "{} does not exist; is this a {} control-plane node?",
+            profile.config,
+            profile.title
+        )
+    };
     match profile.format {
-        Format::Args => Ok(args::read(&profile.config, main.ok_or_else(missing)?, &profile.vars)),
+        Format::Args => Ok(args::read(
+            &profile.config,
+            main.ok_or_else(missing)?,
+            &profile.vars,
+        )),
         Format::Manifest => manifest::read(&profile.config, main.ok_or_else(missing)?),
-        Format::K3s => k3s::read(files, &profile.config, &profile.default_args(), &profile.name),
-        Format::K0s => k0s::read(&profile.config, main.map(String::as_str).unwrap_or(""), &profile.default_args()),
+        Format::K3s => k3s::read(
+            files,
+            &profile.config,
+            &profile.default_args(),
+            &profile.name,
+        ),
+        Format::K0s => k0s::read(
+            &profile.config,
+            main.map(String::as_str).unwrap_or(""),
+            &profile.default_args(),
+        ),
     }
 }
 
@@ -37,7 +56,13 @@ pub fn read_args(profile: &Profile, files: &ConfigSet) -> Result<Vec<Arg>> {
 pub fn write(profile: &Profile, files: &ConfigSet, target: &SaState) -> Result<ConfigSet> {
     let mut out = files.clone();
     let main = files.get(&profile.config);
-    let missing = || anyhow!("{} does not exist; is this a {} control-plane node?", profile.config, profile.title);
+    let missing = || {
+        anyhow!(
+            "{} does not exist; is this a {} control-plane node?",
+            profile.config,
+            profile.title
+        )
+    };
     match profile.format {
         Format::Args => {
             let new = args::edit(main.ok_or_else(missing)?, target, &profile.vars)
@@ -53,7 +78,14 @@ pub fn write(profile: &Profile, files: &ConfigSet, target: &SaState) -> Result<C
                 .dropin
                 .as_deref()
                 .ok_or_else(|| anyhow!("profile {} names no drop-in", profile.name))?;
-            out = k3s::edit(files, &profile.config, dropin, &profile.default_args(), &profile.name, target)?;
+            out = k3s::edit(
+                files,
+                &profile.config,
+                dropin,
+                &profile.default_args(),
+                &profile.name,
+                target,
+            )?;
         }
         Format::K0s => {
             let text = main.ok_or_else(|| {
@@ -65,7 +97,10 @@ pub fn write(profile: &Profile, files: &ConfigSet, target: &SaState) -> Result<C
                     profile.config
                 )
             })?;
-            out.insert(profile.config.clone(), k0s::edit(&profile.config, text, &profile.default_args(), target)?);
+            out.insert(
+                profile.config.clone(),
+                k0s::edit(&profile.config, text, &profile.default_args(), target)?,
+            );
         }
     }
     Ok(out)

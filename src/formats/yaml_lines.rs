@@ -37,7 +37,10 @@ pub fn block_sequences(text: &str, keys: &[&str]) -> Vec<Block> {
                 continue;
             }
             let col = l.len() - t.len();
-            let Some(rest) = t.strip_prefix('-').filter(|r| r.is_empty() || r.starts_with(' ')) else {
+            let Some(rest) = t
+                .strip_prefix('-')
+                .filter(|r| r.is_empty() || r.starts_with(' '))
+            else {
                 break;
             };
             if col < key_col || item_col.is_some_and(|c| c != col) {
@@ -110,4 +113,3 @@ pub fn scalar(s: &str) -> Option<(String, &'static str, &str)> {
         Some((value.to_string(), "", &s[value.len()..]))
     }
 }
-

@@ -50,7 +50,11 @@ pub fn create(root: &Sysroot, paths: &[String]) -> Result<Backup> {
     root.create_dir_all(BACKUP_DIR, 0o700)?;
     root.create_dir_all(&backup.dir(), 0o700)?;
     let (uid, gid) = default_owner();
-    let private = Perms { mode: 0o600, uid, gid };
+    let private = Perms {
+        mode: 0o600,
+        uid,
+        gid,
+    };
     for path in paths {
         let perms = root.perms(path)?;
         if perms.is_some() {
@@ -78,7 +82,9 @@ pub fn restore(root: &Sysroot, backup: &Backup) -> Result<()> {
             Some(perms) => {
                 let bytes = root
                     .read_bytes(&backup.copy_path(&e.path))
-                    .with_context(|| format!("backup {} is missing its copy of {}", backup.id, e.path))?;
+                    .with_context(|| {
+                        format!("backup {} is missing its copy of {}", backup.id, e.path)
+                    })?;
                 root.write_atomic(&e.path, &bytes, perms)
                     .with_context(|| format!("restoring {}", e.path))?;
             }
@@ -92,14 +98,18 @@ pub fn restore(root: &Sysroot, backup: &Backup) -> Result<()> {
 pub fn latest(root: &Sysroot) -> Result<Option<Backup>> {
     let dir = root.path(BACKUP_DIR);
     let mut ids: Vec<String> = match std::fs::read_dir(&dir) {
-        Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect(),
+        Ok(rd) => rd
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("listing {BACKUP_DIR}")),
     };
     ids.sort();
     for id in ids.iter().rev() {
         if let Some(bytes) = root.read_bytes_optional(&format!("{BACKUP_DIR}/{id}/{INDEX}"))? {
-            let b: Backup = serde_json::from_slice(&bytes).with_context(|| format!("{BACKUP_DIR}/{id}/{INDEX}"))?;
+            let b: Backup = serde_json::from_slice(&bytes)
+                .with_context(|| format!("{BACKUP_DIR}/{id}/{INDEX}"))?;
             return Ok(Some(b));
         }
     }
@@ -108,7 +118,9 @@ pub fn latest(root: &Sysroot) -> Result<Option<Backup>> {
 
 /// `20261125T140501.123456Z`: sortable, unique per microsecond.
 fn timestamp_id() -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     let secs = now.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = civil_from_days(days as i64);
@@ -152,15 +164,46 @@ mod tests {
         let root = Sysroot::new(dir.path()).unwrap();
         root.create_dir_all("/etc/k", 0o755).unwrap();
         let (uid, gid) = default_owner();
-        root.write_atomic("/etc/k/a", b"old", Perms { mode: 0o640, uid, gid }).unwrap();
+        root.write_atomic(
+            "/etc/k/a",
+            b"old",
+            Perms {
+                mode: 0o640,
+                uid,
+                gid,
+            },
+        )
+        .unwrap();
         let b = create(&root, &["/etc/k/a".into(), "/etc/k/new".into()]).unwrap();
-        root.write_atomic("/etc/k/a", b"changed", Perms { mode: 0o640, uid, gid }).unwrap();
-        root.write_atomic("/etc/k/new", b"created", Perms { mode: 0o600, uid, gid }).unwrap();
+        root.write_atomic(
+            "/etc/k/a",
+            b"changed",
+            Perms {
+                mode: 0o640,
+                uid,
+                gid,
+            },
+        )
+        .unwrap();
+        root.write_atomic(
+            "/etc/k/new",
+            b"created",
+            Perms {
+                mode: 0o600,
+                uid,
+                gid,
+            },
+        )
+        .unwrap();
         assert_eq!(latest(&root).unwrap().as_ref(), Some(&b));
         restore(&root, &b).unwrap();
         assert_eq!(std::fs::read(root.path("/etc/k/a")).unwrap(), b"old");
         assert_eq!(root.perms("/etc/k/a").unwrap().unwrap().mode, 0o640);
         assert!(!root.exists("/etc/k/new"));
-        assert_eq!(root.list_dir("/etc/k").unwrap(), ["a"], "nothing else left behind");
+        assert_eq!(
+            root.list_dir("/etc/k").unwrap(),
+            ["a"],
+            "nothing else left behind"
+        );
     }
 }

@@ -84,7 +84,11 @@ impl Sysroot {
         let mut names = Vec::new();
         for entry in rd {
             let entry = entry.with_context(|| format!("listing {node_dir}"))?;
-            if entry.file_type().map(|t| t.is_file() || t.is_symlink()).unwrap_or(false) {
+            if entry
+                .file_type()
+                .map(|t| t.is_file() || t.is_symlink())
+                .unwrap_or(false)
+            {
                 names.push(entry.file_name().to_string_lossy().into_owned());
             }
         }
@@ -122,7 +126,11 @@ impl Sysroot {
     /// its mode and owner; a new one gets `perms`.
     pub fn write_atomic(&self, node_path: &str, bytes: &[u8], perms: Perms) -> Result<()> {
         let target = self.path(node_path);
-        if target.symlink_metadata().map(|m| m.file_type().is_symlink()).unwrap_or(false) {
+        if target
+            .symlink_metadata()
+            .map(|m| m.file_type().is_symlink())
+            .unwrap_or(false)
+        {
             bail!("{node_path} is a symbolic link; irsa-agent does not write through links");
         }
         let dir = target
@@ -147,7 +155,9 @@ impl Sysroot {
             .with_context(|| format!("{}: setting owner {}:{}", node_path, perms.uid, perms.gid))?;
         }
         f.sync_all().with_context(ctx)?;
-        tmp.persist(&target).map_err(|e| e.error).with_context(ctx)?;
+        tmp.persist(&target)
+            .map_err(|e| e.error)
+            .with_context(ctx)?;
         sync_dir(dir).with_context(ctx)?;
         Ok(())
     }
@@ -174,7 +184,10 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 /// Owner for files irsa-agent creates: root on a real node, the current user
 /// under `--root`.
 pub fn default_owner() -> (u32, u32) {
-    (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw())
+    (
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    )
 }
 
 #[cfg(test)]
@@ -187,7 +200,16 @@ mod tests {
         let root = Sysroot::new(dir.path()).unwrap();
         root.create_dir_all("/etc/x", 0o755).unwrap();
         let (uid, gid) = default_owner();
-        root.write_atomic("/etc/x/f", b"one", Perms { mode: 0o640, uid, gid }).unwrap();
+        root.write_atomic(
+            "/etc/x/f",
+            b"one",
+            Perms {
+                mode: 0o640,
+                uid,
+                gid,
+            },
+        )
+        .unwrap();
         let p = root.perms("/etc/x/f").unwrap().unwrap();
         assert_eq!(p.mode, 0o640);
         root.write_atomic("/etc/x/f", b"two", p).unwrap();
@@ -202,7 +224,17 @@ mod tests {
         std::fs::write(dir.path().join("real"), "x").unwrap();
         std::os::unix::fs::symlink(dir.path().join("real"), dir.path().join("link")).unwrap();
         let (uid, gid) = default_owner();
-        let err = root.write_atomic("/link", b"y", Perms { mode: 0o644, uid, gid }).unwrap_err();
+        let err = root
+            .write_atomic(
+                "/link",
+                b"y",
+                Perms {
+                    mode: 0o644,
+                    uid,
+                    gid,
+                },
+            )
+            .unwrap_err();
         assert!(err.to_string().contains("symbolic link"));
         assert_eq!(std::fs::read(dir.path().join("real")).unwrap(), b"x");
     }
@@ -210,6 +242,9 @@ mod tests {
     #[test]
     fn missing_root_is_an_error_naming_the_flag() {
         let err = Sysroot::new("/nonexistent/irsa-agent-root").unwrap_err();
-        assert!(format!("{err:#}").starts_with("--root /nonexistent/irsa-agent-root"), "{err:#}");
+        assert!(
+            format!("{err:#}").starts_with("--root /nonexistent/irsa-agent-root"),
+            "{err:#}"
+        );
     }
 }

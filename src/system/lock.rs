@@ -35,7 +35,11 @@ pub fn acquire(root: &Sysroot) -> Result<RunLock> {
             let holder = holder.trim();
             return Err(anyhow!(
                 "another irsa-agent run holds {LOCK_FILE}{}; wait for it to finish",
-                if holder.is_empty() { String::new() } else { format!(" (pid {holder})") }
+                if holder.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (pid {holder})")
+                }
             ));
         }
     };
@@ -54,8 +58,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let root = Sysroot::new(dir.path()).unwrap();
         let first = acquire(&root).unwrap();
-        let err = acquire(&root).err().expect("second run must not get the lock").to_string();
-        assert!(err.contains("another irsa-agent run") && err.contains(&std::process::id().to_string()), "{err}");
+        let err = acquire(&root)
+            .err()
+            .expect("second run must not get the lock")
+            .to_string();
+        assert!(
+            err.contains("another irsa-agent run") && err.contains(&std::process::id().to_string()),
+            "{err}"
+        );
         drop(first);
         acquire(&root).expect("free again once released");
     }
