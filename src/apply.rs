@@ -71,6 +71,8 @@ pub struct Plan {
     pub target: SaState,
     pub changes: Vec<FileChange>,
     pub warnings: Vec<String>,
+    /// Advice that is not a problem (kubeadm ClusterConfiguration snippets).
+    pub notes: Vec<String>,
 }
 
 pub fn run(global: &GlobalOpts, opts: &ApplyOpts) -> Result<Outcome> {
@@ -264,8 +266,12 @@ pub fn plan(node: &Node, issuer: &Issuer, opts: &ApplyOpts) -> Result<Plan> {
             );
         }
     }
+    let mut notes = Vec::new();
     if !changes.is_empty() {
         warnings.extend(profile.warnings.apply.iter().cloned());
+        if profile.format == crate::distro::Format::Manifest && profile.name == "kubeadm" {
+            notes.extend(crate::kubeadm::notes(&target));
+        }
     }
     if !node.detection.also_found.is_empty() {
         warnings.push(format!(
@@ -278,6 +284,7 @@ pub fn plan(node: &Node, issuer: &Issuer, opts: &ApplyOpts) -> Result<Plan> {
         target,
         changes,
         warnings,
+        notes,
     })
 }
 
@@ -411,7 +418,8 @@ fn report(node: &Node, opts: &ApplyOpts, plan: &Plan, backup_id: Option<String>)
         .set("restarted", false)
         .set("restart_pending", changed && !opts.check)
         .set("backup", backup_id.clone())
-        .set("warnings", plan.warnings.clone());
+        .set("warnings", plan.warnings.clone())
+        .set("notes", plan.notes.clone());
 
     let verb = match (changed, opts.check) {
         (false, _) => "already converged: nothing to change",
@@ -444,6 +452,9 @@ fn report(node: &Node, opts: &ApplyOpts, plan: &Plan, backup_id: Option<String>)
     }
     if changed && !opts.check {
         o.line(format!("restart:     pending; {}", restart_hint(profile)));
+    }
+    for n in &plan.notes {
+        o.line(format!("note: {n}"));
     }
     for w in &plan.warnings {
         tracing::warn!("{w}");

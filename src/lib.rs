@@ -13,6 +13,7 @@ pub mod formats;
 pub mod issuer;
 pub mod keycheck;
 pub mod keys;
+pub mod kubeadm;
 pub mod node;
 pub mod output;
 pub mod system;

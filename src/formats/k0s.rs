@@ -310,6 +310,7 @@ pub fn edit(
     let loc = locate(path, &lines)?;
     let mut replace: BTreeMap<usize, String> = BTreeMap::new();
     let mut insert_after: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+    let mut insert_before: BTreeMap<usize, Vec<String>> = BTreeMap::new();
     let mut new_extra: Vec<String> = Vec::new();
     for (flag, value) in &set_extra {
         let rendered_value = yaml_scalar(value);
@@ -352,10 +353,16 @@ pub fn edit(
                 );
             }
             None => {
-                let at = loc.api.end.saturating_sub(1).max(loc.api.line);
-                let entry = insert_after.entry(at).or_default();
-                entry.push(format!("{pad}extraArgs:"));
-                entry.extend(new_extra.iter().map(|l| format!("{pad}  {l}")));
+                let mut block = vec![format!("{pad}extraArgs:")];
+                block.extend(new_extra.iter().map(|l| format!("{pad}  {l}")));
+                match &loc.raw_args {
+                    // Before rawArgs, whose items may be inserted after its key line.
+                    Some(r) => insert_before.entry(r.line).or_default().extend(block),
+                    None => {
+                        let at = loc.api.end.saturating_sub(1).max(loc.api.line);
+                        insert_after.entry(at).or_default().extend(block);
+                    }
+                }
             }
         }
     }
@@ -390,6 +397,10 @@ pub fn edit(
     let mut out = String::with_capacity(text.len() + 256);
     for (i, raw) in text.split_inclusive('\n').enumerate() {
         let eol_here = &raw[lines_owned.content(i).len()..];
+        for b in insert_before.get(&i).into_iter().flatten() {
+            out.push_str(b);
+            out.push_str(eol);
+        }
         match replace.get(&i) {
             Some(r) => {
                 out.push_str(r);

@@ -79,7 +79,23 @@ pub fn read(path: &str, text: &str) -> Result<Vec<Arg>> {
 
 /// Rewrite the manifest so that its managed flags are exactly `target`.
 pub fn edit(path: &str, text: &str, target: &SaState) -> Result<String> {
-    let items = lines::items_from_tokens(&tokens(path, text)?);
+    let tokens = tokens(path, text)?;
+    let mut items = lines::items_from_tokens(&tokens);
+    if items.is_empty() {
+        // No flag yet (only the binary): new flags go after the last item,
+        // written like it. An item with no name is never edited itself.
+        if let Some(last) = tokens.last() {
+            items.push(Item {
+                name: String::new(),
+                value: last.text.clone(),
+                line: last.line,
+                last_line: last.line,
+                prefix: last.prefix.clone(),
+                suffix: last.suffix.clone(),
+                shared_line: false,
+            });
+        }
+    }
     let edits = lines::plan(&items, target);
     lines::apply(text, &items, &edits, &ManifestRender).with_context(|| format!("editing {path}"))
 }

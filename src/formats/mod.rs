@@ -105,3 +105,5 @@ pub fn write(profile: &Profile, files: &ConfigSet, target: &SaState) -> Result<C
     }
     Ok(out)
 }
+#[cfg(test)]
+mod proptests;
