@@ -34,7 +34,8 @@ pub struct GlobalOpts {
     #[arg(long, global = true, value_name = "DIR")]
     pub root: Option<PathBuf>,
 
-    /// Skip detection and treat the node as this distribution.
+    /// Skip detection and treat the node as this distribution: microk8s,
+    /// kubeadm, minikube, k3s, rke2 or k0s.
     #[arg(long, global = true, value_name = "NAME")]
     pub distro: Option<String>,
 
@@ -126,7 +127,9 @@ pub struct ApplyOpts {
     #[arg(long)]
     pub diff: bool,
 
-    /// Write the configuration but do not restart the apiserver.
+    /// Write the configuration but do not restart the apiserver. (This version
+    /// never restarts it: apply stops after writing and says what to restart;
+    /// kubeadm and minikube's kubelet restarts the static pod by itself.)
     #[arg(long)]
     pub no_restart: bool,
 
