@@ -92,11 +92,12 @@ pub fn keygen(opts: &KeygenOpts) -> anyhow::Result<Outcome> {
     Ok(out)
 }
 
+/// Keys with the file each was first found in.
+pub type SourcedKeys = Vec<(PublicKey, PathBuf)>;
+
 /// The keys of every `--public-key` file, in order, duplicates across files
 /// dropped (with a note), plus notes for the blocks the apiserver skips.
-pub fn load_public_keys(
-    paths: &[PathBuf],
-) -> anyhow::Result<(Vec<(PublicKey, PathBuf)>, Vec<String>)> {
+pub fn load_public_keys(paths: &[PathBuf]) -> anyhow::Result<(SourcedKeys, Vec<String>)> {
     let mut keys: Vec<(PublicKey, PathBuf)> = Vec::new();
     let mut notes = Vec::new();
     for path in paths {
