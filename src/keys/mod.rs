@@ -16,6 +16,7 @@ pub mod commands;
 pub mod discovery;
 mod fsutil;
 pub mod jwk;
+mod jws;
 mod load;
 mod pem;
 pub mod thumbprint;
