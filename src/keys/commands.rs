@@ -295,11 +295,19 @@ pub fn aws(opts: &AwsOpts) -> anyhow::Result<Outcome> {
             policy_path.display()
         ));
     }
-    notes.push(format!(
-        "{} is a placeholder: replace it with your AWS account id (aws sts get-caller-identity --query Account --output text){}",
-        aws::ACCOUNT_ID,
-        if policy.is_some() { " in trust-policy.json and the ARNs below" } else { "" }
-    ));
+    notes.push(if policy.is_some() {
+        format!(
+            "{acct} is a placeholder for your AWS account id, in trust-policy.json and the ARNs above: \
+             sed -i \"s/{acct}/$(aws sts get-caller-identity --query Account --output text)/\" {}",
+            policy_path.display(),
+            acct = aws::ACCOUNT_ID
+        )
+    } else {
+        format!(
+            "{} in the provider ARN above is a placeholder for your AWS account id",
+            aws::ACCOUNT_ID
+        )
+    });
 
     let mut out = Outcome::new();
     let mut files = vec![json!({"path": display(&provider_path), "kind": "oidc-provider"})];
