@@ -92,11 +92,12 @@ pub fn keygen(opts: &KeygenOpts) -> anyhow::Result<Outcome> {
     Ok(out)
 }
 
+/// Keys with the file each was first found in.
+pub type SourcedKeys = Vec<(PublicKey, PathBuf)>;
+
 /// The keys of every `--public-key` file, in order, duplicates across files
 /// dropped (with a note), plus notes for the blocks the apiserver skips.
-pub fn load_public_keys(
-    paths: &[PathBuf],
-) -> anyhow::Result<(Vec<(PublicKey, PathBuf)>, Vec<String>)> {
+pub fn load_public_keys(paths: &[PathBuf]) -> anyhow::Result<(SourcedKeys, Vec<String>)> {
     let mut keys: Vec<(PublicKey, PathBuf)> = Vec::new();
     let mut notes = Vec::new();
     for path in paths {
@@ -294,11 +295,19 @@ pub fn aws(opts: &AwsOpts) -> anyhow::Result<Outcome> {
             policy_path.display()
         ));
     }
-    notes.push(format!(
-        "{} is a placeholder: replace it with your AWS account id (aws sts get-caller-identity --query Account --output text){}",
-        aws::ACCOUNT_ID,
-        if policy.is_some() { " in trust-policy.json and the ARNs below" } else { "" }
-    ));
+    notes.push(if policy.is_some() {
+        format!(
+            "{acct} is a placeholder for your AWS account id, in trust-policy.json and the ARNs above: \
+             sed -i \"s/{acct}/$(aws sts get-caller-identity --query Account --output text)/\" {}",
+            policy_path.display(),
+            acct = aws::ACCOUNT_ID
+        )
+    } else {
+        format!(
+            "{} in the provider ARN above is a placeholder for your AWS account id",
+            aws::ACCOUNT_ID
+        )
+    });
 
     let mut out = Outcome::new();
     let mut files = vec![json!({"path": display(&provider_path), "kind": "oidc-provider"})];

@@ -16,6 +16,7 @@ pub mod commands;
 pub mod discovery;
 mod fsutil;
 pub mod jwk;
+mod jws;
 mod load;
 mod pem;
 pub mod thumbprint;
@@ -243,9 +244,9 @@ impl PrivateKey {
 }
 
 /// Every public key in a key file, read as `--service-account-key-file` reads
-/// it. Blocks the apiserver skips (a PKCS#1 `RSA PUBLIC KEY`, `EC PARAMETERS`,
-/// an EC key in PKCS#8 form...) are skipped with a `tracing` warning;
-/// duplicates are dropped. Use [`read_key_file`] to get the notes as data.
+/// it. Blocks the apiserver skips (a PKCS#1 `RSA PUBLIC KEY`, an EC key in
+/// PKCS#8 form, an encrypted key...) are skipped with a `tracing` warning
+/// (`EC PARAMETERS` silently); duplicates are dropped. Use [`read_key_file`] to get the notes as data.
 pub fn parse_public_keys(pem: &[u8], path: &Path) -> anyhow::Result<Vec<PublicKey>> {
     let file = read_key_file(pem, path)?;
     for note in &file.skipped {

@@ -74,6 +74,9 @@ pub fn from_ca_file(pem: &[u8], path: &Path) -> anyhow::Result<Thumbprint> {
     })
 }
 
+/// The DER chain as sent (leaf first) and whether it verified.
+type Seen = (Vec<Vec<u8>>, Result<(), String>);
+
 /// Records the chain the server sends; verifies it against this machine's
 /// trust store (system CAs, `SSL_CERT_FILE`/`SSL_CERT_DIR`) only to report
 /// whether it is trusted. Handshake signatures are always checked.
@@ -81,7 +84,7 @@ pub fn from_ca_file(pem: &[u8], path: &Path) -> anyhow::Result<Thumbprint> {
 struct Recorder {
     provider: Arc<CryptoProvider>,
     webpki: Option<Arc<WebPkiServerVerifier>>,
-    seen: Mutex<Option<(Vec<Vec<u8>>, Result<(), String>)>>,
+    seen: Mutex<Option<Seen>>,
 }
 
 impl ServerCertVerifier for Recorder {
