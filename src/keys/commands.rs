@@ -9,13 +9,13 @@ use serde_json::{json, Value};
 
 use super::aws::{self, Subject};
 use super::discovery::published_files;
-use super::fsutil::{ensure_dir, write_atomic};
 use super::jwk::{jwks, to_pretty_json};
 use super::thumbprint::{self, Thumbprint};
 use super::{read_key_file, PrivateKey, PublicKey};
 use crate::cli::{AwsOpts, DiscoveryOpts, JwksLayout, KeyType, KeygenOpts};
 use crate::issuer::Issuer;
 use crate::output::Outcome;
+use crate::system::fs::{default_owner, write_file_atomic, Perms};
 
 fn key_type_name(k: KeyType) -> &'static str {
     match k {
@@ -372,4 +372,21 @@ pub fn aws(opts: &AwsOpts) -> anyhow::Result<Outcome> {
     out.set("notes", notes);
     finish_warnings(&mut out, &warnings);
     Ok(out)
+}
+
+/// Write a file of the user's (not a node path) atomically, owned by the caller.
+fn write_atomic(path: &Path, contents: &[u8], mode: u32, overwrite: bool) -> anyhow::Result<()> {
+    let (uid, gid) = default_owner();
+    write_file_atomic(
+        path,
+        &path.display().to_string(),
+        contents,
+        Perms { mode, uid, gid },
+        overwrite,
+    )
+}
+
+/// Create `dir` and its parents if missing.
+fn ensure_dir(dir: &Path) -> anyhow::Result<()> {
+    fs_err::create_dir_all(dir).map_err(Into::into)
 }

@@ -14,7 +14,6 @@
 pub mod aws;
 pub mod commands;
 pub mod discovery;
-mod fsutil;
 pub mod jwk;
 mod jws;
 mod load;

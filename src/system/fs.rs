@@ -125,41 +125,7 @@ impl Sysroot {
     /// leaves the old file or the new one, never a mix. An existing file keeps
     /// its mode and owner; a new one gets `perms`.
     pub fn write_atomic(&self, node_path: &str, bytes: &[u8], perms: Perms) -> Result<()> {
-        let target = self.path(node_path);
-        if target
-            .symlink_metadata()
-            .map(|m| m.file_type().is_symlink())
-            .unwrap_or(false)
-        {
-            bail!("{node_path} is a symbolic link; irsa-agent does not write through links");
-        }
-        let dir = target
-            .parent()
-            .with_context(|| format!("{node_path} has no parent directory"))?;
-        let ctx = || format!("writing {node_path}");
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".irsa-agent-")
-            .tempfile_in(dir)
-            .with_context(ctx)?;
-        tmp.write_all(bytes).with_context(ctx)?;
-        let f = tmp.as_file();
-        f.set_permissions(std::fs::Permissions::from_mode(perms.mode))
-            .with_context(ctx)?;
-        let meta = f.metadata().with_context(ctx)?;
-        if meta.uid() != perms.uid || meta.gid() != perms.gid {
-            nix::unistd::fchown(
-                std::os::fd::AsRawFd::as_raw_fd(f),
-                Some(nix::unistd::Uid::from_raw(perms.uid)),
-                Some(nix::unistd::Gid::from_raw(perms.gid)),
-            )
-            .with_context(|| format!("{}: setting owner {}:{}", node_path, perms.uid, perms.gid))?;
-        }
-        f.sync_all().with_context(ctx)?;
-        tmp.persist(&target)
-            .map_err(|e| e.error)
-            .with_context(ctx)?;
-        sync_dir(dir).with_context(ctx)?;
-        Ok(())
+        write_file_atomic(&self.path(node_path), node_path, bytes, perms, true)
     }
 
     /// Remove a file (and fsync its directory); a missing file is fine.
@@ -175,6 +141,63 @@ impl Sysroot {
         }
         Ok(())
     }
+}
+
+/// The one atomic write of the program: a temporary file in the target's
+/// directory (created 0600, so key material never sits in a looser file),
+/// written, given `perms`, fsynced, renamed into place (without `replace`:
+/// linked, failing if the target exists, checked atomically), then the
+/// directory fsynced. `name` is how errors call the file.
+pub fn write_file_atomic(
+    target: &Path,
+    name: &str,
+    bytes: &[u8],
+    perms: Perms,
+    replace: bool,
+) -> Result<()> {
+    if target
+        .symlink_metadata()
+        .map(|m| m.file_type().is_symlink())
+        .unwrap_or(false)
+    {
+        bail!("{name} is a symbolic link; irsa-agent does not write through links");
+    }
+    let dir = match target.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let ctx = || format!("writing {name}");
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".irsa-agent-")
+        .tempfile_in(dir)
+        .with_context(ctx)?;
+    tmp.write_all(bytes).with_context(ctx)?;
+    let f = tmp.as_file();
+    f.set_permissions(std::fs::Permissions::from_mode(perms.mode))
+        .with_context(ctx)?;
+    let meta = f.metadata().with_context(ctx)?;
+    if meta.uid() != perms.uid || meta.gid() != perms.gid {
+        nix::unistd::fchown(
+            std::os::fd::AsRawFd::as_raw_fd(f),
+            Some(nix::unistd::Uid::from_raw(perms.uid)),
+            Some(nix::unistd::Gid::from_raw(perms.gid)),
+        )
+        .with_context(|| format!("{name}: setting owner {}:{}", perms.uid, perms.gid))?;
+    }
+    f.sync_all().with_context(ctx)?;
+    if replace {
+        tmp.persist(target).map_err(|e| e.error).with_context(ctx)?;
+    } else {
+        tmp.persist_noclobber(target).map_err(|e| {
+            if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+                anyhow::anyhow!("{name}: already exists (pass --force to overwrite)")
+            } else {
+                anyhow::Error::new(e.error).context(ctx())
+            }
+        })?;
+    }
+    sync_dir(dir).with_context(ctx)?;
+    Ok(())
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
