@@ -82,6 +82,10 @@ pub fn run(global: &GlobalOpts, opts: &ApplyOpts) -> Result<Outcome> {
         check_audience(a)?;
     }
     let root = node::sysroot(global)?;
+    require_root(
+        !opts.check && root.is_host(),
+        nix::unistd::geteuid().is_root(),
+    )?;
     let node = node::inspect(root, global.distro.as_deref())?;
     let plan = plan(&node, &issuer, opts)?;
     let changed = !plan.changes.is_empty();
@@ -96,6 +100,17 @@ pub fn run(global: &GlobalOpts, opts: &ApplyOpts) -> Result<Outcome> {
         backup_id = Some(write(&node.root, &plan.changes)?);
     }
     Ok(report(&node, opts, &plan, backup_id))
+}
+
+/// Writing to the real node needs root; `--check` and `--root` do not.
+fn require_root(writes_host: bool, is_root: bool) -> Result<()> {
+    if writes_host && !is_root {
+        bail!(
+            "apply changes the node's apiserver configuration and keys: run it as root (sudo irsa-agent apply ...), \
+             or add --check to only see what would change"
+        );
+    }
+    Ok(())
 }
 
 fn check_audience(a: &str) -> Result<()> {
@@ -460,4 +475,28 @@ fn report(node: &Node, opts: &ApplyOpts, plan: &Plan, backup_id: Option<String>)
         tracing::warn!("{w}");
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_is_needed_only_to_write_the_real_node() {
+        assert!(require_root(true, false)
+            .unwrap_err()
+            .to_string()
+            .contains("run it as root"));
+        require_root(true, true).unwrap();
+        require_root(false, false).unwrap();
+    }
+
+    #[test]
+    fn audiences_must_be_single_values() {
+        check_audience("sts.amazonaws.com").unwrap();
+        for bad in ["", " a", "a,b", "a b"] {
+            let e = check_audience(bad).unwrap_err().to_string();
+            assert!(e.starts_with("--audience"), "{e}");
+        }
+    }
 }

@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use anyhow::{anyhow, bail, Context, Result};
 use serde_yaml::Value;
 
-use super::lines::{self, Edit, Item, Lines, Render, Token};
+use super::lines::{self, Edit, Item, Lines, Token};
+use super::yaml_lines::ListItemRender;
 use crate::flags::{
     is_managed, Arg, SaState, Source, API_AUDIENCES, ISSUER, KEY_FILE, SIGNING_KEY_FILE,
 };
@@ -289,7 +290,14 @@ pub fn edit(
     let eol = lines_owned.eol(0);
     let mut new_raw_block: Vec<String> = Vec::new();
     let text = if loc.raw_args.is_some() && !items.is_empty() {
-        lines::apply(text, &items, &edits, &RawRender)?
+        lines::apply(
+            text,
+            &items,
+            &edits,
+            &ListItemRender {
+                list: "spec.api.rawArgs",
+            },
+        )?
     } else if !edits.is_empty() {
         // No rawArgs items yet: every edit is an insertion.
         for e in &edits {
@@ -438,37 +446,6 @@ fn yaml_scalar(v: &str) -> String {
         v.to_string()
     } else {
         serde_json::Value::String(v.to_string()).to_string()
-    }
-}
-
-struct RawRender;
-
-impl Render for RawRender {
-    fn render(
-        &self,
-        like: Option<&Item>,
-        name: &str,
-        value: &str,
-        keep_suffix: bool,
-    ) -> Result<String> {
-        let like = like.ok_or_else(|| anyhow!("rawArgs is empty"))?;
-        let arg = format!("--{name}={value}");
-        let quote = like
-            .prefix
-            .chars()
-            .last()
-            .filter(|c| *c == '"' || *c == '\'');
-        let body = match quote {
-            Some('"') => arg.replace('\\', "\\\\").replace('"', "\\\""),
-            Some(_) => arg.replace('\'', "''"),
-            None => arg,
-        };
-        let suffix = match (keep_suffix, quote) {
-            (true, _) => like.suffix.clone(),
-            (false, Some(q)) => q.to_string(),
-            (false, None) => String::new(),
-        };
-        Ok(format!("{}{}{}", like.prefix, body, suffix))
     }
 }
 

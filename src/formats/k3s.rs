@@ -14,7 +14,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_yaml::{Mapping, Value};
 
 use super::lines::{Lines, Token};
-use super::yaml_lines::block_sequences;
+use super::yaml_lines::{block_sequences, escape_for, opening_quote};
 use super::ConfigSet;
 use crate::flags::{
     Arg, Effective, SaState, Source, API_AUDIENCES, ISSUER, KEY_FILE, SIGNING_KEY_FILE,
@@ -315,11 +315,7 @@ fn replace_user_item(files: &mut ConfigSet, item: &ListItem, new_text: &str) -> 
     let mut out = String::with_capacity(text.len());
     for (i, raw) in text.split_inclusive('\n').enumerate() {
         if i == tok.line {
-            let quoted = match tok.prefix.chars().last() {
-                Some('"') => new_text.replace('\\', "\\\\").replace('"', "\\\""),
-                Some('\'') => new_text.replace('\'', "''"),
-                _ => new_text.to_string(),
-            };
+            let quoted = escape_for(opening_quote(&tok.prefix), new_text);
             out.push_str(&tok.prefix);
             out.push_str(&quoted);
             out.push_str(&tok.suffix);
@@ -332,27 +328,33 @@ fn replace_user_item(files: &mut ConfigSet, item: &ListItem, new_text: &str) -> 
     Ok(())
 }
 
+/// k3s' service-account defaults, for tests.
+#[cfg(test)]
+pub(crate) fn test_defaults() -> Vec<(String, String)> {
+    vec![
+        (
+            ISSUER.into(),
+            "https://kubernetes.default.svc.cluster.local".into(),
+        ),
+        (
+            API_AUDIENCES.into(),
+            "https://kubernetes.default.svc.cluster.local,k3s".into(),
+        ),
+        (KEY_FILE.into(), "/tls/service.key".into()),
+        (SIGNING_KEY_FILE.into(), "/tls/service.current.key".into()),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn defaults() -> Vec<(String, String)> {
+        test_defaults()
+    }
+
     const CONFIG: &str = "/etc/rancher/k3s/config.yaml";
     const DROPIN: &str = "/etc/rancher/k3s/config.yaml.d/99-irsa-agent.yaml";
-
-    fn defaults() -> Vec<(String, String)> {
-        vec![
-            (
-                ISSUER.into(),
-                "https://kubernetes.default.svc.cluster.local".into(),
-            ),
-            (
-                API_AUDIENCES.into(),
-                "https://kubernetes.default.svc.cluster.local,k3s".into(),
-            ),
-            (KEY_FILE.into(), "/tls/service.key".into()),
-            (SIGNING_KEY_FILE.into(), "/tls/service.current.key".into()),
-        ]
-    }
 
     fn item(text: &str) -> ListItem {
         ListItem {

@@ -5,8 +5,8 @@
 use anyhow::{anyhow, bail, Context, Result};
 use serde_yaml::Value;
 
-use super::lines::{self, Item, Render, Token};
-use super::yaml_lines::{block_sequences, Block};
+use super::lines::{self, Item, Token};
+use super::yaml_lines::{block_sequences, Block, ListItemRender};
 use crate::flags::{Arg, SaState, Source};
 
 /// The kube-apiserver container's arguments, with the text lines they stand on.
@@ -97,49 +97,15 @@ pub fn edit(path: &str, text: &str, target: &SaState) -> Result<String> {
         }
     }
     let edits = lines::plan(&items, target);
-    lines::apply(text, &items, &edits, &ManifestRender).with_context(|| format!("editing {path}"))
-}
-
-struct ManifestRender;
-
-impl Render for ManifestRender {
-    fn render(
-        &self,
-        like: Option<&Item>,
-        name: &str,
-        value: &str,
-        keep_suffix: bool,
-    ) -> Result<String> {
-        let like = like.ok_or_else(|| anyhow!("the kube-apiserver command list is empty"))?;
-        let arg = format!("--{name}={value}");
-        let quote = like
-            .prefix
-            .chars()
-            .last()
-            .filter(|c| *c == '"' || *c == '\'');
-        let body = match quote {
-            Some('"') => arg.replace('\\', "\\\\").replace('"', "\\\""),
-            Some(_) => arg.replace('\'', "''"),
-            None if needs_quotes(&arg) => {
-                format!("\"{}\"", arg.replace('\\', "\\\\").replace('"', "\\\""))
-            }
-            None => arg,
-        };
-        let suffix = match (keep_suffix, quote) {
-            (true, _) => like.suffix.clone(),
-            (false, Some(q)) => q.to_string(),
-            (false, None) => String::new(),
-        };
-        Ok(format!("{}{}{}", like.prefix, body, suffix))
-    }
-}
-
-fn needs_quotes(s: &str) -> bool {
-    s.contains(": ")
-        || s.contains(" #")
-        || s.ends_with(':')
-        || s.contains(['\t', '"', '\'', '\n'])
-        || s.ends_with(' ')
+    lines::apply(
+        text,
+        &items,
+        &edits,
+        &ListItemRender {
+            list: "the kube-apiserver command list",
+        },
+    )
+    .with_context(|| format!("editing {path}"))
 }
 
 #[cfg(test)]

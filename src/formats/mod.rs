@@ -20,16 +20,18 @@ use anyhow::{anyhow, Result};
 use crate::distro::{Format, Profile};
 use crate::flags::{Arg, SaState};
 
+fn missing_config(profile: &Profile) -> anyhow::Error {
+    anyhow!(
+        "{} does not exist; is this a {} control-plane node?",
+        profile.config,
+        profile.title
+    )
+}
+
 /// The apiserver arguments the distribution builds from `files`.
 pub fn read_args(profile: &Profile, files: &ConfigSet) -> Result<Vec<Arg>> {
     let main = files.get(&profile.config);
-    let missing = || {
-        anyhow!(
-            "{} does not exist; is this a {} control-plane node?",
-            profile.config,
-            profile.title
-        )
-    };
+    let missing = || missing_config(profile);
     match profile.format {
         Format::Args => Ok(args::read(
             &profile.config,
@@ -56,13 +58,7 @@ pub fn read_args(profile: &Profile, files: &ConfigSet) -> Result<Vec<Arg>> {
 pub fn write(profile: &Profile, files: &ConfigSet, target: &SaState) -> Result<ConfigSet> {
     let mut out = files.clone();
     let main = files.get(&profile.config);
-    let missing = || {
-        anyhow!(
-            "{} does not exist; is this a {} control-plane node?",
-            profile.config,
-            profile.title
-        )
-    };
+    let missing = || missing_config(profile);
     match profile.format {
         Format::Args => {
             let new = args::edit(main.ok_or_else(missing)?, target, &profile.vars)

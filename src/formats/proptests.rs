@@ -190,20 +190,7 @@ fn k3s_item() -> impl Strategy<Value = String> {
 const K3S: &str = "/etc/rancher/k3s/config.yaml";
 const DROPIN: &str = "/etc/rancher/k3s/config.yaml.d/99-irsa-agent.yaml";
 
-fn k3s_defaults() -> Vec<(String, String)> {
-    vec![
-        (
-            ISSUER.into(),
-            "https://kubernetes.default.svc.cluster.local".into(),
-        ),
-        (
-            API_AUDIENCES.into(),
-            "https://kubernetes.default.svc.cluster.local,k3s".into(),
-        ),
-        (KEY_FILE.into(), "/tls/service.key".into()),
-        (SIGNING_KEY_FILE.into(), "/tls/service.current.key".into()),
-    ]
-}
+use super::k3s::test_defaults as k3s_defaults;
 
 fn k3s_state(files: &ConfigSet) -> SaState {
     Effective::from_args(&k3s::read(files, K3S, &k3s_defaults(), "k3s").unwrap()).state()

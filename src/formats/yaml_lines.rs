@@ -1,7 +1,9 @@
 //! Locating YAML block sequences in text, line by line, so that their items
 //! can be edited without re-serialising the document.
 
-use super::lines::{Lines, Token};
+use anyhow::{anyhow, Result};
+
+use super::lines::{Item, Lines, Render, Token};
 
 /// A `command:` / `args:` key followed by a block sequence, as written.
 pub struct Block {
@@ -111,5 +113,60 @@ pub fn scalar(s: &str) -> Option<(String, &'static str, &str)> {
         let end = s.find(" #").unwrap_or(s.len());
         let value = s[..end].trim_end();
         Some((value.to_string(), "", &s[value.len()..]))
+    }
+}
+
+/// The quote a list item opens with, if any.
+pub fn opening_quote(prefix: &str) -> Option<char> {
+    prefix.chars().last().filter(|c| *c == '"' || *c == '\'')
+}
+
+/// `text` escaped for the inside of a scalar opened with `quote`.
+pub fn escape_for(quote: Option<char>, text: &str) -> String {
+    match quote {
+        Some('"') => text.replace('\\', "\\\\").replace('"', "\\\""),
+        Some(_) => text.replace('\'', "''"),
+        None => text.to_string(),
+    }
+}
+
+/// Would this plain scalar read back as something else?
+fn needs_quotes(s: &str) -> bool {
+    s.contains(": ")
+        || s.contains(" #")
+        || s.ends_with(':')
+        || s.contains(['\t', '"', '\'', '\n'])
+        || s.ends_with(' ')
+}
+
+/// Writes `--name=value` as a block-list item styled like another item of
+/// the list (indentation, quoting): a manifest's `command:`, k0s `rawArgs`.
+pub struct ListItemRender {
+    /// What the list is, for the error when it has no item to copy.
+    pub list: &'static str,
+}
+
+impl Render for ListItemRender {
+    fn render(
+        &self,
+        like: Option<&Item>,
+        name: &str,
+        value: &str,
+        keep_suffix: bool,
+    ) -> Result<String> {
+        let like = like
+            .ok_or_else(|| anyhow!("{} is empty: no item to write a new flag like", self.list))?;
+        let arg = format!("--{name}={value}");
+        let quote = opening_quote(&like.prefix);
+        let body = match quote {
+            None if needs_quotes(&arg) => format!("\"{}\"", escape_for(Some('"'), &arg)),
+            q => escape_for(q, &arg),
+        };
+        let suffix = match (keep_suffix, quote) {
+            (true, _) => like.suffix.clone(),
+            (false, Some(q)) => q.to_string(),
+            (false, None) => String::new(),
+        };
+        Ok(format!("{}{}{}", like.prefix, body, suffix))
     }
 }
