@@ -76,8 +76,7 @@ pub struct Plan {
 }
 
 pub fn run(global: &GlobalOpts, opts: &ApplyOpts) -> Result<Outcome> {
-    let issuer =
-        Issuer::parse(&opts.issuer, opts.allow_port).map_err(|e| anyhow!("--issuer: {e}"))?;
+    let issuer = Issuer::from_flag(&opts.issuer, opts.allow_port)?;
     for a in &opts.audiences {
         check_audience(a)?;
     }

@@ -83,6 +83,11 @@ impl Issuer {
         })
     }
 
+    /// `parse` for the `--issuer` flag: the error names the flag.
+    pub fn from_flag(raw: &str, allow_port: bool) -> anyhow::Result<Self> {
+        Self::parse(raw, allow_port).map_err(|e| anyhow::anyhow!("--issuer: {e}"))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.raw
     }

@@ -25,10 +25,6 @@ fn key_type_name(k: KeyType) -> &'static str {
     }
 }
 
-fn parse_issuer(raw: &str, allow_port: bool) -> anyhow::Result<Issuer> {
-    Issuer::parse(raw, allow_port).map_err(|e| anyhow::anyhow!("--issuer: {e}"))
-}
-
 /// Log warnings (stderr) and put them in the JSON.
 fn finish_warnings(out: &mut Outcome, warnings: &[String]) {
     for w in warnings {
@@ -122,7 +118,7 @@ pub fn load_public_keys(paths: &[PathBuf]) -> anyhow::Result<(SourcedKeys, Vec<S
 }
 
 pub fn discovery(opts: &DiscoveryOpts) -> anyhow::Result<Outcome> {
-    let issuer = parse_issuer(&opts.issuer, opts.allow_port)?;
+    let issuer = Issuer::from_flag(&opts.issuer, opts.allow_port)?;
     let (loaded, notes) = load_public_keys(&opts.public_keys)?;
     let keys: Vec<PublicKey> = loaded.iter().map(|(k, _)| k.clone()).collect();
     let mut warnings = issuer.warnings.clone();
@@ -197,7 +193,7 @@ pub fn discovery(opts: &DiscoveryOpts) -> anyhow::Result<Outcome> {
 }
 
 pub fn aws(opts: &AwsOpts) -> anyhow::Result<Outcome> {
-    let issuer = parse_issuer(&opts.issuer, opts.allow_port)?;
+    let issuer = Issuer::from_flag(&opts.issuer, opts.allow_port)?;
     let audiences = aws::normalize_audiences(&opts.audiences)?;
     let subject = match (&opts.namespace, &opts.service_account) {
         (Some(ns), Some(sa)) => {
