@@ -191,15 +191,15 @@ pub fn plan(node: &Node, issuer: &Issuer, opts: &ApplyOpts) -> Result<Plan> {
         signing_key_file = Some(key_path);
         extra_key_files.push(pub_path);
         signing_public = Some(public);
-    } else {
-        // Keeping the current key: it must verify, or the apiserver could not
-        // validate its own tokens.
-        let report = keycheck::check(&node.root, profile, &current)?;
-        if let Some(problem) = report.signing_key_unverifiable {
-            bail!("{problem}; fix the key files or pass --signing-key / --generate-key");
-        }
-        warnings.extend(report.warnings);
     }
+    // The files the configuration names today: a missing one keeps the
+    // apiserver from starting. Keeping the current key, it must verify, or the
+    // apiserver could not validate its own tokens.
+    let report = keycheck::check(&node.root, profile, &current)?;
+    if let (None, Some(problem)) = (&new_private, report.signing_key_unverifiable) {
+        bail!("{problem}; fix the key files or pass --signing-key / --generate-key");
+    }
+    warnings.extend(report.warnings);
 
     // Extra public keys to accept.
     for path in &opts.public_keys {
@@ -257,29 +257,15 @@ pub fn plan(node: &Node, issuer: &Issuer, opts: &ApplyOpts) -> Result<Plan> {
             });
         }
     }
-    if profile.restart.method == RestartMethod::StaticPod {
-        let report = keycheck::check(
-            &node.root,
-            profile,
-            &SaState {
-                // Only the files this run adds: the current ones were checked above.
-                key_files: target
-                    .key_files
-                    .iter()
-                    .filter(|k| !current.key_files.contains(k))
-                    .cloned()
-                    .collect(),
-                ..SaState::default()
-            },
-        );
-        if let Ok(r) = report {
-            warnings.extend(
-                r.warnings
-                    .into_iter()
-                    .filter(|w| w.contains("outside the directories")),
-            );
-        }
-    }
+    // The current files were checked above; the ones this run adds must be
+    // visible to the apiserver too.
+    let added: Vec<String> = target
+        .key_files
+        .iter()
+        .filter(|k| !current.key_files.contains(k))
+        .cloned()
+        .collect();
+    warnings.extend(keycheck::outside_pod_mounts(profile, &added));
     let mut notes = Vec::new();
     if !changes.is_empty() {
         warnings.extend(profile.warnings.apply.iter().cloned());

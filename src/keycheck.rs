@@ -64,19 +64,35 @@ pub fn check(root: &Sysroot, profile: &Profile, state: &SaState) -> Result<KeyRe
             },
         }
     }
-    if profile.restart.method == RestartMethod::StaticPod && !profile.readable_dirs.is_empty() {
-        for f in state.key_files.iter().chain(state.signing_key_file.iter()) {
-            if !profile
+    let files: Vec<String> = state
+        .key_files
+        .iter()
+        .chain(state.signing_key_file.iter())
+        .cloned()
+        .collect();
+    report.warnings.extend(outside_pod_mounts(profile, &files));
+    Ok(report)
+}
+
+/// Static pods see only the host directories mounted into them: a warning for
+/// each of `files` outside them.
+pub fn outside_pod_mounts(profile: &Profile, files: &[String]) -> Vec<String> {
+    if profile.restart.method != RestartMethod::StaticPod || profile.readable_dirs.is_empty() {
+        return Vec::new();
+    }
+    files
+        .iter()
+        .filter(|f| {
+            !profile
                 .readable_dirs
                 .iter()
                 .any(|d| f.starts_with(&format!("{}/", d.trim_end_matches('/'))))
-            {
-                report.warnings.push(format!(
-                    "{f} is outside the directories mounted into the apiserver pod ({}): the apiserver cannot read it",
-                    profile.readable_dirs.join(", ")
-                ));
-            }
-        }
-    }
-    Ok(report)
+        })
+        .map(|f| {
+            format!(
+                "{f} is outside the directories mounted into the apiserver pod ({}): the apiserver cannot read it",
+                profile.readable_dirs.join(", ")
+            )
+        })
+        .collect()
 }

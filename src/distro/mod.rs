@@ -107,11 +107,6 @@ impl Profile {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     }
-
-    /// The config files that together hold the flags.
-    pub fn config_dir_dropins(&self) -> Option<String> {
-        (self.format == Format::K3s).then(|| format!("{}.d", self.config))
-    }
 }
 
 /// Every embedded profile, in detection order.
