@@ -450,7 +450,7 @@ fn aws_service_account_trust_policy_and_provider_with_ca_thumbprint() {
 }
 
 #[test]
-fn aws_namespace_policy_uses_string_like_and_no_thumbprint_by_default() {
+fn aws_namespace_policy_uses_string_like_and_a_placeholder_thumbprint_by_default() {
     let tmp = tempfile::tempdir().unwrap();
     let v = json_out(&aws(
         tmp.path(),
@@ -464,13 +464,18 @@ fn aws_namespace_policy_uses_string_like_and_no_thumbprint_by_default() {
         ],
     ));
     let provider = read_json(&tmp.path().join("out/oidc-provider.json"));
-    assert!(provider.get("ThumbprintList").is_none());
+    assert_eq!(
+        provider["ThumbprintList"],
+        serde_json::json!(["0000000000000000000000000000000000000000"]),
+        "a placeholder AWS accepts: 40 hex digits"
+    );
+    assert_eq!(v["thumbprint"]["source"], "placeholder");
     assert_eq!(provider["ClientIDList"], serde_json::json!(["a1", "a2"]));
     assert!(v["notes"]
         .as_array()
         .unwrap()
         .iter()
-        .any(|n| n.as_str().unwrap().contains("ThumbprintList omitted")));
+        .any(|n| n.as_str().unwrap().contains("AWS ignores the thumbprint")));
     let c = &read_json(&tmp.path().join("out/trust-policy.json"))["Statement"][0]["Condition"];
     assert_eq!(
         c["StringLike"],

@@ -20,10 +20,10 @@ pub struct OidcProvider {
     pub url: String,
     #[serde(rename = "ClientIDList")]
     pub client_id_list: Vec<String>,
-    /// Omitted when unknown: IAM then retrieves the top intermediate CA's
-    /// thumbprint itself (and ignores it for hosts with a well-known CA).
-    #[serde(rename = "ThumbprintList", skip_serializing_if = "Option::is_none")]
-    pub thumbprint_list: Option<Vec<String>>,
+    /// The SHA-1 of the top CA of the issuer's chain, or a placeholder (AWS
+    /// ignores it for hosts whose certificate chains to a well-known CA).
+    #[serde(rename = "ThumbprintList")]
+    pub thumbprint_list: Vec<String>,
 }
 
 /// Who may assume the role.
@@ -103,19 +103,18 @@ pub fn provider_arn(issuer: &Issuer) -> String {
     )
 }
 
+/// A thumbprint AWS accepts (40 hex digits) that pins nothing.
+pub const PLACEHOLDER_THUMBPRINT: &str = "0000000000000000000000000000000000000000";
+
 pub fn role_arn(role_name: &str) -> String {
     format!("arn:aws:iam::{ACCOUNT_ID}:role/{role_name}")
 }
 
-pub fn oidc_provider(
-    issuer: &Issuer,
-    audiences: &[String],
-    thumbprint: Option<&str>,
-) -> OidcProvider {
+pub fn oidc_provider(issuer: &Issuer, audiences: &[String], thumbprint: &str) -> OidcProvider {
     OidcProvider {
         url: issuer.as_str().to_string(),
         client_id_list: audiences.to_vec(),
-        thumbprint_list: thumbprint.map(|t| vec![t.to_string()]),
+        thumbprint_list: vec![thumbprint.to_string()],
     }
 }
 

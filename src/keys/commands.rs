@@ -225,30 +225,28 @@ pub fn aws(opts: &AwsOpts) -> anyhow::Result<Outcome> {
 
     let mut warnings = issuer.warnings.clone();
     let mut notes = Vec::new();
-    let thumb: Option<Thumbprint> = if let Some(ca) = &opts.ca_file {
+    let thumb: Thumbprint = if let Some(ca) = &opts.ca_file {
         let data = std::fs::read(ca)
             .map_err(|e| anyhow::anyhow!("--ca-file {}: cannot read: {e}", ca.display()))?;
-        Some(thumbprint::from_ca_file(&data, ca)?)
+        thumbprint::from_ca_file(&data, ca)?
     } else if opts.fetch_thumbprint {
-        Some(thumbprint::fetch(&issuer)?)
+        thumbprint::fetch(&issuer)?
     } else {
-        notes.push(
-            "ThumbprintList omitted: IAM then retrieves the top intermediate CA thumbprint itself, and \
-             ignores thumbprints for hosts whose certificate chains to a well-known CA (S3, CloudFront...). \
-             Use --ca-file or --fetch-thumbprint to pin one (older aws-cli versions require the field)."
-                .to_string(),
-        );
-        None
+        notes.push(format!(
+            "ThumbprintList holds the placeholder {}: AWS ignores the thumbprint when the issuer's \
+             certificate chains to a well-known CA (S3, CloudFront, public CAs). For a private CA pin the \
+             real one with --ca-file or --fetch-thumbprint.",
+            aws::PLACEHOLDER_THUMBPRINT
+        ));
+        Thumbprint {
+            value: aws::PLACEHOLDER_THUMBPRINT.to_string(),
+            source: "placeholder".to_string(),
+            warnings: Vec::new(),
+        }
     };
-    if let Some(t) = &thumb {
-        warnings.extend(t.warnings.iter().cloned());
-    }
+    warnings.extend(thumb.warnings.iter().cloned());
 
-    let provider = aws::oidc_provider(
-        &issuer,
-        &audiences,
-        thumb.as_ref().map(|t| t.value.as_str()),
-    );
+    let provider = aws::oidc_provider(&issuer, &audiences, &thumb.value);
     let policy = subject
         .as_ref()
         .map(|s| aws::trust_policy(&issuer, &audiences, s));
@@ -316,10 +314,7 @@ pub fn aws(opts: &AwsOpts) -> anyhow::Result<Outcome> {
         .set("account_id_placeholder", aws::ACCOUNT_ID)
         .set(
             "thumbprint",
-            match &thumb {
-                Some(t) => json!({"value": t.value, "source": t.source}),
-                None => Value::Null,
-            },
+            json!({"value": thumb.value, "source": thumb.source}),
         )
         .set("commands", commands.clone());
     out.line(format!("wrote {}", provider_path.display()));
@@ -327,10 +322,7 @@ pub fn aws(opts: &AwsOpts) -> anyhow::Result<Outcome> {
         out.line(format!("wrote {}", policy_path.display()));
     }
     out.line(format!("OIDC provider: {}", aws::provider_arn(&issuer)));
-    match &thumb {
-        Some(t) => out.line(format!("thumbprint {} from {}", t.value, t.source)),
-        None => out.line("thumbprint: none (IAM fetches it)"),
-    };
+    out.line(format!("thumbprint {} ({})", thumb.value, thumb.source));
     out.line("create them with:");
     for c in &commands {
         out.line(format!("  {c}"));
