@@ -160,9 +160,10 @@ pub fn plan(node: &Node, issuer: &Issuer, opts: &ApplyOpts) -> Result<Plan> {
                 .with_context(|| format!("--signing-key {}", path.display()))?,
         )
     } else if opts.generate_key {
-        match reusable_generated_key(node, &current)? {
-            Some(_) => None,
-            None => Some(PrivateKey::generate(opts.key_type).context("generating a signing key")?),
+        if generated_key_in_use(node, &current) {
+            None
+        } else {
+            Some(PrivateKey::generate(opts.key_type).context("generating a signing key")?)
         }
     } else {
         None
@@ -201,23 +202,28 @@ pub fn plan(node: &Node, issuer: &Issuer, opts: &ApplyOpts) -> Result<Plan> {
     }
     warnings.extend(report.warnings);
 
-    // Extra public keys to accept.
+    // Extra public keys to accept (those not accepted already).
+    let accepted =
+        keycheck::load_key_files(&node.root, &current.key_files, &mut Default::default());
     for path in &opts.public_keys {
         let bytes =
             fs_err::read(path).map_err(|e| anyhow!("--public-key {}: {e}", path.display()))?;
         let keys: Vec<PublicKey> = keys::parse_public_keys(&bytes, path)
             .with_context(|| format!("--public-key {}", path.display()))?
             .into_iter()
-            .filter(|k| Some(k) != signing_public.as_ref())
             .collect();
-        let Some(first) = keys.first() else {
-            if signing_public.is_some() {
-                continue; // only the signing key's own public half
-            }
+        if keys.is_empty() {
             bail!(
                 "--public-key {}: the file holds no public key the apiserver would read",
                 path.display()
             );
+        }
+        let keys: Vec<PublicKey> = keys
+            .into_iter()
+            .filter(|k| Some(k) != signing_public.as_ref() && !accepted.contains(k))
+            .collect();
+        let Some(first) = keys.first() else {
+            continue; // every key in it is accepted already
         };
         let dest = format!(
             "{}/{KEY_PREFIX}extra-{}.pub",
@@ -290,10 +296,10 @@ pub fn plan(node: &Node, issuer: &Issuer, opts: &ApplyOpts) -> Result<Plan> {
 
 /// With --generate-key: the current signing key if irsa-agent generated it
 /// (a second run must not rotate the key again).
-fn reusable_generated_key(node: &Node, current: &SaState) -> Result<Option<String>> {
+fn generated_key_in_use(node: &Node, current: &SaState) -> bool {
     let profile = node.profile();
     let Some(sk) = &current.signing_key_file else {
-        return Ok(None);
+        return false;
     };
     let in_dir = Path::new(sk).parent() == Some(Path::new(&profile.key_dir));
     let ours = Path::new(sk)
@@ -302,7 +308,7 @@ fn reusable_generated_key(node: &Node, current: &SaState) -> Result<Option<Strin
         .is_some_and(|n| {
             n.starts_with(KEY_PREFIX) && !n.starts_with(&format!("{KEY_PREFIX}extra-"))
         });
-    Ok((in_dir && ours && node.root.exists(sk)).then(|| sk.clone()))
+    in_dir && ours && node.root.exists(sk)
 }
 
 /// The first 16 characters of the kid: enough to tell keys apart in a file name.

@@ -439,6 +439,18 @@ fn extra_public_keys_are_accepted() {
     let installed = root.join(after.key_files[1].trim_start_matches('/'));
     assert!(installed.starts_with(root.join("etc/kubernetes/pki")));
     assert_eq!(public_pem(&installed), public_pem(&extra));
+    // Keys the apiserver accepts already are not installed again.
+    let own = root.join("etc/kubernetes/pki/sa.pub");
+    let v = apply(
+        root,
+        &[
+            "--public-key",
+            own.to_str().unwrap(),
+            "--public-key",
+            extra.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(v["changed"], false, "{v}");
 }
 
 /// Bad input: exit 1, the message, and not one byte changed.
