@@ -201,10 +201,9 @@ pub fn plan(node: &Node, issuer: &Issuer, opts: &ApplyOpts) -> Result<Plan> {
         bail!("{problem}; fix the key files or pass --signing-key / --generate-key");
     }
     warnings.extend(report.warnings);
+    let accepted = report.accepted;
 
     // Extra public keys to accept (those not accepted already).
-    let accepted =
-        keycheck::load_key_files(&node.root, &current.key_files, &mut Default::default());
     for path in &opts.public_keys {
         let bytes =
             fs_err::read(path).map_err(|e| anyhow!("--public-key {}: {e}", path.display()))?;

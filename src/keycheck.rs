@@ -17,10 +17,12 @@ pub struct KeyReport {
     /// The signing key's public half is in no key file (the apiserver could
     /// not verify its own tokens).
     pub signing_key_unverifiable: Option<String>,
+    /// Every public key the key files hold: the tokens the apiserver accepts.
+    pub accepted: Vec<PublicKey>,
 }
 
 /// Every public key in the key files, skipping unreadable files (reported).
-pub fn load_key_files(root: &Sysroot, files: &[String], report: &mut KeyReport) -> Vec<PublicKey> {
+fn load_key_files(root: &Sysroot, files: &[String], report: &mut KeyReport) -> Vec<PublicKey> {
     let mut keys = Vec::new();
     for f in files {
         match root.read_bytes_optional(f) {
@@ -42,7 +44,7 @@ pub fn load_key_files(root: &Sysroot, files: &[String], report: &mut KeyReport) 
 /// Check `state`'s key files and signing key on the node.
 pub fn check(root: &Sysroot, profile: &Profile, state: &SaState) -> Result<KeyReport> {
     let mut report = KeyReport::default();
-    let public = load_key_files(root, &state.key_files, &mut report);
+    report.accepted = load_key_files(root, &state.key_files, &mut report);
     if let Some(sk) = &state.signing_key_file {
         match root.read_bytes_optional(sk)? {
             None => report.warnings.push(format!(
@@ -52,7 +54,7 @@ pub fn check(root: &Sysroot, profile: &Profile, state: &SaState) -> Result<KeyRe
                 Err(e) => report.warnings.push(format!("{e:#}")),
                 Ok(private) => {
                     let pubkey = private.public_key();
-                    if !public.contains(&pubkey) {
+                    if !report.accepted.contains(&pubkey) {
                         report.signing_key_unverifiable = Some(format!(
                             "the public half of signing key {sk} (kid {}) is in none of the key files [{}]: \
                              the apiserver could not verify the tokens it signs",

@@ -44,14 +44,14 @@ fn find_child(lines: &[&str], from: usize, to: usize, name: &str) -> Option<Key>
         }
         let body = l.trim_start();
         if body.strip_prefix(name).is_some_and(|r| r.starts_with(':')) {
+            // The value ends at the first line less indented, or as indented
+            // but not an item of an indentless sequence under this key.
             let end = (i + 1..to)
                 .find(|&j| {
-                    !is_blank(lines[j])
-                        && indent_of(lines[j]) <= child_indent
-                        && !lines[j].trim_start().starts_with("- ")
-                })
-                .or_else(|| {
-                    (i + 1..to).find(|&j| !is_blank(lines[j]) && indent_of(lines[j]) < child_indent)
+                    let (l, ind) = (lines[j], indent_of(lines[j]));
+                    !is_blank(l)
+                        && (ind < child_indent
+                            || (ind == child_indent && !l.trim_start().starts_with("- ")))
                 })
                 .unwrap_or(to);
             // Trailing blank lines belong to what follows.
