@@ -1,8 +1,10 @@
-//! `apply`: plan the change, show it, then install keys and write the
-//! configuration atomically after a backup. Restart and verification belong to
-//! the next stage of the loop; today `apply` stops after writing.
+//! `apply`: plan the change, show it, install keys and write the configuration
+//! atomically after a backup, restart the apiserver, wait for it, verify a
+//! fresh token and an old one; on any failure after the write, put the old
+//! files back and restart again.
 
 use std::path::Path;
+use std::time::SystemTime;
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::json;
@@ -13,7 +15,9 @@ use crate::flags::{converge, Desired, Effective, SaState};
 use crate::issuer::{differ_only_by_trailing_slash, Issuer};
 use crate::keys::{self, PrivateKey, PublicKey};
 use crate::node::{self, Node};
-use crate::output::Outcome;
+use crate::live::{self, Live};
+use crate::output::{Exit, Failure, Outcome};
+use crate::verify;
 use crate::system::fs::{default_owner, Perms};
 use crate::system::{backup, lock, Sysroot};
 use crate::{formats, keycheck};
@@ -88,21 +92,183 @@ pub fn run(global: &GlobalOpts, opts: &ApplyOpts) -> Result<Outcome> {
     let node = node::inspect(root, global.distro.as_deref())?;
     let plan = plan(&node, &issuer, opts)?;
     let changed = !plan.changes.is_empty();
-    let mut backup_id = None;
-    if changed && !opts.check {
-        let _lock = lock::acquire(&node.root)?;
-        // Another writer may have changed the files between reading and locking.
-        let now = node::load_files(&node.root, node.profile())?;
-        if now != node.files {
-            bail!("the configuration changed while irsa-agent was planning; nothing was written, run again");
-        }
-        backup_id = Some(write(&node.root, &plan.changes)?);
+    let mut done = Done::default();
+    if opts.check {
+        return Ok(report(&node, opts, &plan, &done));
     }
-    Ok(report(&node, opts, &plan, backup_id))
+    let _lock = lock::acquire(&node.root)?;
+    // Another writer may have changed the files between reading and locking.
+    let now = node::load_files(&node.root, node.profile())?;
+    if now != node.files {
+        bail!("the configuration changed while irsa-agent was planning; nothing was written, run again");
+    }
+    let live = if opts.no_restart {
+        None
+    } else {
+        Some(Live::connect(
+            &node,
+            opts.wait.duration(),
+            live::spinner_wanted(global),
+        )?)
+    };
+    let audience = opts.audiences.first().map(String::as_str).unwrap_or_default();
+    if !changed {
+        if let Some(live) = &live {
+            // Converged files: prove the apiserver runs them.
+            live.wait_ready("to verify")?;
+            let expect = verify::expect_for(&node, &plan.target, issuer.as_str(), audience)?;
+            let (_, v) = verify::fresh(live, &opts.service_account, &expect).context(
+                "the files are already converged but the running apiserver does not match them: a restart may be \
+                 pending from an earlier `apply --no-restart`; restart the apiserver, then run apply again",
+            )?;
+            done.verified = Some(v);
+        }
+        return Ok(report(&node, opts, &plan, &done));
+    }
+    // Before touching anything: the apiserver is healthy and a token issued
+    // now can be checked after the change.
+    let old_token = match &live {
+        Some(live) => {
+            live.wait_ready("before the change").context(
+                "the apiserver must be healthy before irsa-agent changes its flags; nothing was changed \
+                 (use --no-restart to only write the files)",
+            )?;
+            let token = live
+                .block_on(live.api.token(
+                    &opts.service_account.namespace,
+                    &opts.service_account.name,
+                    &[],
+                    verify::TOKEN_LIFETIME,
+                ))
+                .context("getting a token under the current configuration; nothing was changed")?;
+            Some(token)
+        }
+        None => None,
+    };
+    let written_at = SystemTime::now();
+    let backup = write(&node.root, &plan.changes)?;
+    done.backup = Some(backup.id.clone());
+    if let (Some(live), Some(old_token)) = (&live, &old_token) {
+        match restart_and_verify(live, &node, &plan, opts, audience, old_token, written_at) {
+            Ok(v) => {
+                done.restarted = true;
+                done.verified = Some(v);
+                done.old_token_authenticated = Some(true);
+            }
+            Err(cause) => return Err(roll_back(live, &node, &backup, cause)),
+        }
+    }
+    Ok(report(&node, opts, &plan, &done))
+}
+
+/// What happened after planning.
+#[derive(Debug, Default)]
+struct Done {
+    backup: Option<String>,
+    restarted: bool,
+    verified: Option<verify::Verified>,
+    old_token_authenticated: Option<bool>,
+}
+
+/// Restart, wait for health, verify a fresh token and the old one.
+fn restart_and_verify(
+    live: &Live,
+    node: &Node,
+    plan: &Plan,
+    opts: &ApplyOpts,
+    audience: &str,
+    old_token: &str,
+    written_at: SystemTime,
+) -> Result<verify::Verified> {
+    failpoint("after-write")?;
+    live.restart(&plan.target, written_at)
+        .context("restarting the apiserver")?;
+    failpoint("after-restart")?;
+    live.wait_ready("after the restart")?;
+    let issuer = &plan.target.issuers[0];
+    let expect = verify::expect_for(node, &plan.target, issuer, audience)?;
+    let (_, verified) =
+        verify::fresh(live, &opts.service_account, &expect).context("verifying a fresh token")?;
+    failpoint("during-verify")?;
+    let review = live
+        .block_on(live.api.review(old_token, &[]))
+        .context("checking a token issued before the change")?;
+    if !review.authenticated {
+        bail!(
+            "a token issued before the change no longer authenticates ({}): existing pods would lose access",
+            review.error.as_deref().unwrap_or("no reason given")
+        );
+    }
+    Ok(verified)
+}
+
+/// Test builds only: fail at a named step when IRSA_AGENT_FAILPOINT names it.
+fn failpoint(name: &str) -> Result<()> {
+    if cfg!(debug_assertions) && std::env::var("IRSA_AGENT_FAILPOINT").as_deref() == Ok(name) {
+        bail!("failpoint {name} (IRSA_AGENT_FAILPOINT)");
+    }
+    Ok(())
+}
+
+/// Put the old files back after `cause`, restart, wait: the error to return.
+fn roll_back(live: &Live, node: &Node, backup: &backup::Backup, cause: anyhow::Error) -> anyhow::Error {
+    let summary = format!("{cause:#}");
+    tracing::error!("apply failed after writing: {summary}; rolling back");
+    let failure = |exit: Exit, message: String, healthy: bool| Failure {
+        exit,
+        message,
+        json: json!({
+            "changed": exit == Exit::RollbackFailed,
+            "distro": node.profile().name,
+            "rolled_back": exit == Exit::RolledBack || healthy,
+            "restarted": true,
+            "backup": backup.id,
+        })
+        .as_object()
+        .cloned()
+        .unwrap_or_default(),
+    };
+    if let Err(e) = backup::restore(&node.root, backup) {
+        return cause.context(failure(
+            Exit::RollbackFailed,
+            format!(
+                "apply failed ({summary}) AND restoring backup {} failed ({e:#}): the node still has the NEW \
+                 configuration. Run `irsa-agent rollback --backup {}` or copy the files back from {}",
+                backup.id,
+                backup.id,
+                backup.dir()
+            ),
+            false,
+        ));
+    }
+    let old = node.effective.state();
+    let back = live
+        .restart(&old, SystemTime::now())
+        .and_then(|()| live.wait_ready("after the rollback").map(|_| ()));
+    match back {
+        Ok(()) => cause.context(failure(
+            Exit::RolledBack,
+            format!(
+                "apply failed ({summary}); rolled back: the node is back on its old configuration (files restored \
+                 from backup {}, apiserver restarted and ready)",
+                backup.id
+            ),
+            true,
+        )),
+        Err(e) => cause.context(failure(
+            Exit::RollbackFailed,
+            format!(
+                "apply failed ({summary}); the old files were restored from backup {} but the apiserver did not \
+                 come back ({e:#}): the node needs attention",
+                backup.id
+            ),
+            false,
+        )),
+    }
 }
 
 /// Writing to the real node needs root; `--check` and `--root` do not.
-fn require_root(writes_host: bool, is_root: bool) -> Result<()> {
+pub fn require_root(writes_host: bool, is_root: bool) -> Result<()> {
     if writes_host && !is_root {
         bail!(
             "apply changes the node's apiserver configuration and keys: run it as root (sudo irsa-agent apply ...), \
@@ -112,7 +278,7 @@ fn require_root(writes_host: bool, is_root: bool) -> Result<()> {
     Ok(())
 }
 
-fn check_audience(a: &str) -> Result<()> {
+pub fn check_audience(a: &str) -> Result<()> {
     if a.is_empty() || a.trim() != a || a.chars().any(char::is_whitespace) {
         bail!("--audience {a:?}: an audience must be non-empty and contain no whitespace");
     }
@@ -352,9 +518,9 @@ fn install_key(
 }
 
 /// Back up, then write every change; on failure put everything back.
-fn write(root: &Sysroot, changes: &[FileChange]) -> Result<String> {
+fn write(root: &Sysroot, changes: &[FileChange]) -> Result<backup::Backup> {
     let paths: Vec<String> = changes.iter().map(|c| c.path.clone()).collect();
-    let b = backup::create(root, &paths)
+    let b = backup::create(root, &paths, backup::REASON_APPLY)
         .context("backing up the files to change; nothing was written")?;
     let (uid, gid) = default_owner();
     let result = (|| -> Result<()> {
@@ -393,7 +559,7 @@ fn write(root: &Sysroot, changes: &[FileChange]) -> Result<String> {
             ))),
         };
     }
-    Ok(b.id)
+    Ok(b)
 }
 
 fn restart_hint(profile: &Profile) -> String {
@@ -403,9 +569,10 @@ fn restart_hint(profile: &Profile) -> String {
     }
 }
 
-fn report(node: &Node, opts: &ApplyOpts, plan: &Plan, backup_id: Option<String>) -> Outcome {
+fn report(node: &Node, opts: &ApplyOpts, plan: &Plan, done: &Done) -> Outcome {
     let profile = node.profile();
     let changed = !plan.changes.is_empty();
+    let pending = changed && !opts.check && opts.no_restart;
     let mut o = Outcome::new();
     let files: Vec<_> = plan
         .changes
@@ -420,9 +587,12 @@ fn report(node: &Node, opts: &ApplyOpts, plan: &Plan, backup_id: Option<String>)
         .set("api_audiences", plan.target.api_audiences.clone())
         .set("signing_key_file", plan.target.signing_key_file.clone())
         .set("key_files", plan.target.key_files.clone())
-        .set("restarted", false)
-        .set("restart_pending", changed && !opts.check)
-        .set("backup", backup_id.clone())
+        .set("restarted", done.restarted)
+        .set("restart_pending", pending)
+        .set("verified", json!(done.verified))
+        .set("old_token_authenticated", done.old_token_authenticated)
+        .set("rolled_back", false)
+        .set("backup", done.backup.clone())
         .set("warnings", plan.warnings.clone())
         .set("notes", plan.notes.clone());
 
@@ -452,11 +622,20 @@ fn report(node: &Node, opts: &ApplyOpts, plan: &Plan, backup_id: Option<String>)
         "audiences:   {}",
         plan.target.api_audiences.join(", ")
     ));
-    if let Some(id) = &backup_id {
+    if let Some(id) = &done.backup {
         o.line(format!("backup:      {}/{id}", backup::BACKUP_DIR));
     }
-    if changed && !opts.check {
+    if done.restarted {
+        o.line("restart:     done, apiserver ready");
+    }
+    if pending {
         o.line(format!("restart:     pending; {}", restart_hint(profile)));
+    }
+    if let Some(v) = &done.verified {
+        verify::human_claims(&mut o, v);
+    }
+    if done.old_token_authenticated == Some(true) {
+        o.line("old token:   still authenticates");
     }
     for n in &plan.notes {
         o.line(format!("note: {n}"));

@@ -16,7 +16,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     version,
     about,
     long_about,
-    propagate_version = true
+    propagate_version = true,
+    after_help = EXIT_CODES
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -25,6 +26,17 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
+
+/// Shown at the end of `--help`.
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0  success, whether or not anything changed
+  1  failure; nothing was changed (or every write was undone)
+  2  invalid command line
+  3  apply failed after writing (restart, health or verify) and rolled back:
+     the node runs its old configuration again
+  4  apply failed and the rollback did not bring the apiserver back: the node
+     needs attention (see the message, then `irsa-agent rollback`)";
 
 /// Options valid before or after any command.
 #[derive(Debug, Args, Clone)]
@@ -65,13 +77,28 @@ pub enum Command {
     /// the apiserver runs with (issuers in order, signing key, key files,
     /// audiences), each with the line it comes from.
     Detect(DetectOpts),
-    /// Converge the node to the desired issuer, audiences and keys.
+    /// Converge the node to the desired issuer, audiences and keys, restart the
+    /// apiserver and prove the result with a fresh token.
     ///
     /// The new issuer is put first (it signs new tokens); every old issuer,
     /// key file and effective audience stays accepted, so existing tokens keep
     /// working. Only the lines that must change are changed. A second identical
     /// run changes nothing.
+    ///
+    /// The loop: plan, back up, write, restart (systemd unit through D-Bus, or
+    /// wait for the kubelet to replace the static pod), wait for /readyz,
+    /// verify a fresh token and that a token issued before the change still
+    /// authenticates. If any step after the write fails, the old files are put
+    /// back, the apiserver is restarted again, and apply exits with code 3.
     Apply(ApplyOpts),
+    /// Prove the running apiserver signs as configured: request a fresh token
+    /// (TokenRequest), check iss, aud, kid and the signature with the installed
+    /// public key, and have the apiserver authenticate it (TokenReview). Prints
+    /// the decoded claims, never the token.
+    Verify(VerifyOpts),
+    /// Put back the files of the last apply from its backup and restart the
+    /// apiserver.
+    Rollback(RollbackOpts),
     /// Generate a service-account signing key pair (PKCS#8 private key, 0600,
     /// and PKIX public key) and print its key id.
     Keygen(KeygenOpts),
@@ -127,15 +154,114 @@ pub struct ApplyOpts {
     #[arg(long)]
     pub diff: bool,
 
-    /// Write the configuration but do not restart the apiserver. (This version
-    /// never restarts it: apply stops after writing and says what to restart;
-    /// kubeadm and minikube's kubelet restarts the static pod by itself.)
+    /// Write the configuration but do not restart the apiserver, wait for it or
+    /// verify; the output says a restart is pending. (kubeadm's and minikube's
+    /// kubelet restarts the static pod by itself when the manifest changes.)
     #[arg(long)]
     pub no_restart: bool,
+
+    /// The service account whose token proves the change (NAMESPACE/NAME).
+    #[arg(long, value_name = "NS/NAME", default_value = "default/default")]
+    pub service_account: ServiceAccountRef,
+
+    #[command(flatten)]
+    pub wait: WaitOpts,
 
     /// Allow an issuer URL with a port (AWS rejects such issuers).
     #[arg(long)]
     pub allow_port: bool,
+}
+
+/// How long to wait for the apiserver.
+#[derive(Debug, Args, Clone)]
+pub struct WaitOpts {
+    /// Seconds to wait for each step: the restart job, the kubelet starting the
+    /// new static pod, and /readyz answering ok.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub timeout: u64,
+}
+
+impl WaitOpts {
+    pub fn duration(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.timeout)
+    }
+}
+
+/// `NAMESPACE/NAME` of a service account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceAccountRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl std::str::FromStr for ServiceAccountRef {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (ns, name) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?} is not NAMESPACE/NAME (e.g. default/default)"))?;
+        crate::keys::aws::validate_namespace(ns).map_err(|e| e.to_string())?;
+        crate::keys::aws::validate_service_account(name).map_err(|e| e.to_string())?;
+        Ok(Self {
+            namespace: ns.to_string(),
+            name: name.to_string(),
+        })
+    }
+}
+
+impl std::fmt::Display for ServiceAccountRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyOpts {
+    /// The issuer the token must carry. Default: the first
+    /// --service-account-issuer configured on the node (the one that signs).
+    #[arg(long, value_name = "URL")]
+    pub issuer: Option<String>,
+
+    /// The audience to request the token for; it must be in the token's aud.
+    #[arg(long, value_name = "A", default_value = "sts.amazonaws.com")]
+    pub audience: String,
+
+    /// The service account to request the token for (NAMESPACE/NAME).
+    #[arg(long, value_name = "NS/NAME", default_value = "default/default")]
+    pub service_account: ServiceAccountRef,
+
+    /// Also fetch <issuer>/.well-known/openid-configuration and its jwks_uri over
+    /// HTTPS and validate the token with the published key, as AWS STS does.
+    #[arg(long)]
+    pub public: bool,
+
+    /// With --public: PEM CA certificate(s) to trust besides the system's.
+    #[arg(long, value_name = "PATH", requires = "public")]
+    pub ca_file: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub wait: WaitOpts,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackOpts {
+    /// The backup to restore (a directory name under /var/lib/irsa-agent/backups).
+    /// Default: the most recent one.
+    #[arg(long, value_name = "ID")]
+    pub backup: Option<String>,
+
+    /// Put the files back but do not restart the apiserver or wait for it.
+    #[arg(long)]
+    pub no_restart: bool,
+
+    /// Change nothing; show what would be restored.
+    #[arg(long)]
+    pub check: bool,
+
+    #[command(flatten)]
+    pub wait: WaitOpts,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]

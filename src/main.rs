@@ -3,8 +3,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use irsa_agent::cli::{Cli, Command, OutputMode};
-use irsa_agent::output::{error_chain, Exit, Outcome};
-use irsa_agent::{apply, detect, keys};
+use irsa_agent::output::{error_chain, Exit, Failure, Outcome};
+use irsa_agent::{apply, detect, keys, rollback, verify};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -14,6 +14,8 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Detect(o) => detect::run(&cli.global, o),
         Command::Apply(o) => apply::run(&cli.global, o),
+        Command::Verify(o) => verify::run(&cli.global, o),
+        Command::Rollback(o) => rollback::run(&cli.global, o),
         Command::Keygen(o) => keys::commands::keygen(o),
         Command::Discovery(o) => keys::commands::discovery(o),
         Command::Aws(o) => keys::commands::aws(o),
@@ -25,7 +27,8 @@ fn main() -> ExitCode {
         }
         Err(err) => {
             print_error(mode, &cli.command, &err);
-            ExitCode::from(Exit::Failed as u8)
+            let exit = Failure::of(&err).map_or(Exit::Failed, |f| f.exit);
+            ExitCode::from(exit as u8)
         }
     }
 }
@@ -68,6 +71,10 @@ fn print_error(mode: OutputMode, command: &Command, err: &anyhow::Error) {
             let mut obj = serde_json::Map::new();
             if matches!(command, Command::Apply(_)) {
                 obj.insert("changed".into(), false.into());
+                obj.insert("rolled_back".into(), false.into());
+            }
+            if let Some(f) = Failure::of(err) {
+                obj.extend(f.json.clone());
             }
             obj.insert("error".into(), chain[0].clone().into());
             obj.insert("error_chain".into(), chain.clone().into());

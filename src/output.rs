@@ -12,6 +12,35 @@ pub enum Exit {
     Failed = 1,
     /// The command line was invalid (clap's own code).
     Usage = 2,
+    /// A step after writing failed (restart, health, verify); the old files
+    /// were put back and the apiserver is healthy on them again.
+    RolledBack = 3,
+    /// A step after writing failed and the rollback did not bring the
+    /// apiserver back: the node needs attention.
+    RollbackFailed = 4,
+}
+
+/// A failure whose kind picks the exit code, with fields for the JSON report.
+/// Attach it with `cause.context(Failure { .. })`: the message comes first,
+/// the cause's chain after it.
+#[derive(Debug)]
+pub struct Failure {
+    pub exit: Exit,
+    pub message: String,
+    pub json: Map<String, Value>,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl Failure {
+    /// The Failure carried by `err`, if any.
+    pub fn of(err: &anyhow::Error) -> Option<&Failure> {
+        err.downcast_ref::<Failure>()
+    }
 }
 
 /// The result of a successful command.

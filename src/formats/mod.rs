@@ -103,3 +103,29 @@ pub fn write(profile: &Profile, files: &ConfigSet, target: &SaState) -> Result<C
 }
 #[cfg(test)]
 mod proptests;
+
+/// The apiserver arguments of a running process's command line (program
+/// first), paired the way pflag pairs them.
+pub fn args_from_command_line(cmd: &[String]) -> Vec<Arg> {
+    let tokens: Vec<lines::Token> = cmd
+        .iter()
+        .skip(1)
+        .enumerate()
+        .map(|(i, t)| lines::Token {
+            text: t.clone(),
+            line: i,
+            prefix: String::new(),
+            suffix: String::new(),
+        })
+        .collect();
+    lines::items_from_tokens(&tokens)
+        .into_iter()
+        .map(|it| {
+            Arg::new(
+                it.name,
+                it.value,
+                crate::flags::Source::default_of("the process command line"),
+            )
+        })
+        .collect()
+}

@@ -67,6 +67,50 @@ impl PublicKey {
     }
 }
 
+impl PublicKey {
+    /// The key a published JWK describes (`kty` RSA with `n`/`e`, or EC with
+    /// `crv`/`x`/`y`), to verify a token with exactly what a cloud provider reads.
+    pub fn from_jwk(jwk: &serde_json::Value) -> anyhow::Result<Self> {
+        use anyhow::{anyhow, bail};
+        let field = |name: &str| -> anyhow::Result<Vec<u8>> {
+            let v = jwk[name]
+                .as_str()
+                .ok_or_else(|| anyhow!("the JWK has no \"{name}\" string"))?;
+            URL_SAFE_NO_PAD
+                .decode(v)
+                .map_err(|e| anyhow!("the JWK's \"{name}\" is not base64url without padding: {e}"))
+        };
+        match jwk["kty"].as_str() {
+            Some("RSA") => {
+                let n = rsa::BigUint::from_bytes_be(&field("n")?);
+                let e = rsa::BigUint::from_bytes_be(&field("e")?);
+                let key = rsa::RsaPublicKey::new(n, e)
+                    .map_err(|e| anyhow!("the JWK is not a valid RSA key: {e}"))?;
+                Ok(PublicKey::from_rsa(&key))
+            }
+            Some("EC") => {
+                let mut point = vec![0x04];
+                point.extend(field("x")?);
+                point.extend(field("y")?);
+                let bad = |e: p256::elliptic_curve::Error| anyhow!("the JWK is not a valid EC point: {e}");
+                match jwk["crv"].as_str() {
+                    Some("P-256") => Ok(PublicKey::from_p256(
+                        &p256::PublicKey::from_sec1_bytes(&point).map_err(bad)?,
+                    )),
+                    Some("P-384") => Ok(PublicKey::from_p384(
+                        &p384::PublicKey::from_sec1_bytes(&point).map_err(bad)?,
+                    )),
+                    Some("P-521") => Ok(PublicKey::from_p521(
+                        &p521::PublicKey::from_sec1_bytes(&point).map_err(bad)?,
+                    )),
+                    other => bail!("the JWK's curve {other:?} is not P-256, P-384 or P-521"),
+                }
+            }
+            other => bail!("the JWK's kty {other:?} is not RSA or EC"),
+        }
+    }
+}
+
 /// The JWKS of `keys`, in the order given.
 pub fn jwks(keys: &[PublicKey]) -> Jwks {
     Jwks {

@@ -254,5 +254,15 @@ pub fn parse_public_keys(pem: &[u8], path: &Path) -> anyhow::Result<Vec<PublicKe
     Ok(file.keys)
 }
 
+/// The DER of every `CERTIFICATE` block in a PEM file (a CA bundle).
+pub fn pem_certificates(pem: &[u8]) -> Vec<Vec<u8>> {
+    pem::scan(pem)
+        .blocks
+        .iter()
+        .filter(|b| b.label == "CERTIFICATE")
+        .map(|b| b.der.to_vec())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests;

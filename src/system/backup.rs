@@ -25,8 +25,19 @@ pub struct Entry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Backup {
     pub id: String,
+    /// What made it: `apply`, or `rollback` (the files a rollback overwrote;
+    /// kept so nothing is lost, never picked as "the last backup").
+    #[serde(default = "apply_reason")]
+    pub reason: String,
     pub entries: Vec<Entry>,
 }
+
+fn apply_reason() -> String {
+    REASON_APPLY.to_string()
+}
+
+pub const REASON_APPLY: &str = "apply";
+pub const REASON_ROLLBACK: &str = "rollback";
 
 impl Backup {
     /// Node path of the backup directory.
@@ -41,10 +52,11 @@ impl Backup {
 
 /// Copy `paths` (those that exist) into a new backup directory; the index is
 /// written last, so a backup without one is incomplete and ignored.
-pub fn create(root: &Sysroot, paths: &[String]) -> Result<Backup> {
+pub fn create(root: &Sysroot, paths: &[String], reason: &str) -> Result<Backup> {
     let id = timestamp_id();
     let mut backup = Backup {
         id,
+        reason: reason.to_string(),
         entries: Vec::new(),
     };
     root.create_dir_all(BACKUP_DIR, 0o700)?;
@@ -94,7 +106,19 @@ pub fn restore(root: &Sysroot, backup: &Backup) -> Result<()> {
     Ok(())
 }
 
-/// The most recent complete backup.
+/// The backup named `id` (a directory name under [`BACKUP_DIR`]).
+pub fn load(root: &Sysroot, id: &str) -> Result<Backup> {
+    if id.is_empty() || id.contains('/') || id.starts_with('.') {
+        anyhow::bail!("--backup {id:?}: give the name of a directory under {BACKUP_DIR}");
+    }
+    let index = format!("{BACKUP_DIR}/{id}/{INDEX}");
+    let bytes = root.read_bytes_optional(&index)?.ok_or_else(|| {
+        anyhow::anyhow!("there is no complete backup {id:?}: {index} does not exist")
+    })?;
+    serde_json::from_slice(&bytes).with_context(|| index.clone())
+}
+
+/// The most recent complete backup made by `apply`.
 pub fn latest(root: &Sysroot) -> Result<Option<Backup>> {
     let dir = root.path(BACKUP_DIR);
     let mut ids: Vec<String> = match std::fs::read_dir(&dir) {
@@ -110,7 +134,9 @@ pub fn latest(root: &Sysroot) -> Result<Option<Backup>> {
         if let Some(bytes) = root.read_bytes_optional(&format!("{BACKUP_DIR}/{id}/{INDEX}"))? {
             let b: Backup = serde_json::from_slice(&bytes)
                 .with_context(|| format!("{BACKUP_DIR}/{id}/{INDEX}"))?;
-            return Ok(Some(b));
+            if b.reason == REASON_APPLY {
+                return Ok(Some(b));
+            }
         }
     }
     Ok(None)
@@ -174,7 +200,7 @@ mod tests {
             },
         )
         .unwrap();
-        let b = create(&root, &["/etc/k/a".into(), "/etc/k/new".into()]).unwrap();
+        let b = create(&root, &["/etc/k/a".into(), "/etc/k/new".into()], REASON_APPLY).unwrap();
         root.write_atomic(
             "/etc/k/a",
             b"changed",
@@ -195,6 +221,12 @@ mod tests {
             },
         )
         .unwrap();
+        assert_eq!(latest(&root).unwrap().as_ref(), Some(&b));
+        assert_eq!(load(&root, &b.id).unwrap(), b);
+        assert!(load(&root, "../x").is_err());
+        // A rollback's own backup is never "the last backup".
+        let r = create(&root, &["/etc/k/a".into()], REASON_ROLLBACK).unwrap();
+        assert_ne!(r.id, b.id);
         assert_eq!(latest(&root).unwrap().as_ref(), Some(&b));
         restore(&root, &b).unwrap();
         assert_eq!(std::fs::read(root.path("/etc/k/a")).unwrap(), b"old");

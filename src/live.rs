@@ -1,0 +1,188 @@
+//! The running apiserver: restart it the way its distribution does, wait until
+//! it is ready, and reach its API. Every wait has a deadline.
+
+use std::future::Future;
+use std::io::IsTerminal;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{bail, Context, Result};
+
+use crate::cli::{GlobalOpts, OutputMode};
+use crate::distro::{Profile, RestartMethod};
+use crate::flags::{Effective, SaState};
+use crate::formats;
+use crate::node::Node;
+use crate::system::apiserver::ApiServer;
+use crate::system::process;
+use crate::system::systemd::{ServiceManager, Systemd};
+
+/// How often readiness and processes are polled. The time from "apiserver
+/// ready" to "irsa-agent noticed" is at most this plus one request
+/// (benches/restart_latency.rs measures it).
+pub const POLL: Duration = Duration::from_millis(50);
+
+/// A connection to the node's apiserver and what is needed to restart it.
+pub struct Live {
+    rt: tokio::runtime::Runtime,
+    pub api: ApiServer,
+    profile: Profile,
+    /// The deadline of each wait.
+    pub timeout: Duration,
+    spinner: bool,
+}
+
+/// Show a spinner only to a person watching a terminal.
+pub fn spinner_wanted(global: &GlobalOpts) -> bool {
+    global.output == OutputMode::Human && !global.quiet && std::io::stderr().is_terminal()
+}
+
+impl Live {
+    /// Read the admin kubeconfig and build a client. Does not contact the apiserver.
+    pub fn connect(node: &Node, timeout: Duration, spinner: bool) -> Result<Self> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        let profile = node.profile().clone();
+        let api = rt.block_on(ApiServer::connect(&node.root, &profile.admin_kubeconfig))?;
+        Ok(Self {
+            rt,
+            api,
+            profile,
+            timeout,
+            spinner,
+        })
+    }
+
+    pub fn block_on<F: Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    fn progress(&self, msg: String) -> indicatif::ProgressBar {
+        if !self.spinner {
+            return indicatif::ProgressBar::hidden();
+        }
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+        bar.set_message(msg);
+        bar.enable_steady_tick(Duration::from_millis(100));
+        bar
+    }
+
+    /// Poll `/readyz` until it answers ok. `when` names the moment for messages
+    /// ("before the change", "after the restart").
+    pub fn wait_ready(&self, when: &str) -> Result<Duration> {
+        let bar = self.progress(format!(
+            "waiting for the apiserver at {} to be ready ({when})",
+            self.api.url
+        ));
+        let start = Instant::now();
+        let result = self.block_on(async {
+            loop {
+                let last = match self.api.ready().await {
+                    Ok(()) => return Ok(start.elapsed()),
+                    Err(why) => why,
+                };
+                if start.elapsed() >= self.timeout {
+                    bail!(
+                        "the apiserver at {} was not ready within {}s {when}; last answer: {last}",
+                        self.api.url,
+                        self.timeout.as_secs()
+                    );
+                }
+                tokio::time::sleep(POLL).await;
+            }
+        });
+        bar.finish_and_clear();
+        if let Ok(d) = &result {
+            tracing::info!("apiserver ready {when} after {} ms", d.as_millis());
+        }
+        result
+    }
+
+    /// Restart the apiserver the way its distribution runs it and wait until
+    /// the new one runs `expect` (static pods) or systemd's job is done.
+    /// `since`: when the configuration was written.
+    pub fn restart(&self, expect: &SaState, since: SystemTime) -> Result<()> {
+        match (self.profile.restart.method, &self.profile.restart.unit) {
+            (RestartMethod::Systemd, Some(unit)) => {
+                let bar = self.progress(format!("restarting {unit} through systemd"));
+                let r = self.block_on(async {
+                    Systemd::connect().await?.restart(unit, self.timeout).await
+                });
+                bar.finish_and_clear();
+                r
+            }
+            (RestartMethod::Systemd, None) => {
+                bail!("the {} profile names no systemd unit", self.profile.name)
+            }
+            (RestartMethod::StaticPod, _) => {
+                let bar = self.progress(
+                    "waiting for the kubelet to restart the kube-apiserver static pod".into(),
+                );
+                let r = self.block_on(wait_for_process(
+                    &self.profile.detect.processes,
+                    expect,
+                    since,
+                    self.timeout,
+                ));
+                bar.finish_and_clear();
+                r.map(|pid| tracing::info!("kube-apiserver restarted by the kubelet: pid {pid}"))
+            }
+        }
+    }
+}
+
+/// The service-account settings a process command line carries.
+pub fn state_of_command_line(cmd: &[String]) -> SaState {
+    Effective::from_args(&formats::args_from_command_line(cmd)).state()
+}
+
+/// Wait for a process named one of `names`, started at or after `since`, whose
+/// command line carries exactly `expect`: the kubelet has replaced the pod.
+async fn wait_for_process(
+    names: &[String],
+    expect: &SaState,
+    since: SystemTime,
+    timeout: Duration,
+) -> Result<u32> {
+    let start = Instant::now();
+    let since = process::epoch_secs(since);
+    loop {
+        let found = process::find(names);
+        if let Some(p) = found
+            .iter()
+            .find(|p| p.started >= since && state_of_command_line(&p.cmd) == *expect)
+        {
+            return Ok(p.pid);
+        }
+        if start.elapsed() >= timeout {
+            let seen = if found.is_empty() {
+                format!("no process named {} runs", names.join(" or "))
+            } else {
+                format!(
+                    "running: {}",
+                    found
+                        .iter()
+                        .map(|p| format!(
+                            "pid {} issuing as {}",
+                            p.pid,
+                            state_of_command_line(&p.cmd)
+                                .issuers
+                                .first()
+                                .map(String::as_str)
+                                .unwrap_or("(no issuer)")
+                        ))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            bail!(
+                "the kubelet did not start a kube-apiserver with the new flags within {}s ({seen}); \
+                 check the kubelet's log (journalctl -u kubelet) and `crictl ps -a`",
+                timeout.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

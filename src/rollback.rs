@@ -1,0 +1,96 @@
+//! `rollback`: put back the files of an apply from its backup (the last one by
+//! default) and restart the apiserver. The files it overwrites are backed up
+//! first, so nothing is lost.
+
+use std::time::SystemTime;
+
+use anyhow::{anyhow, Context, Result};
+use serde_json::json;
+
+use crate::cli::{GlobalOpts, RollbackOpts};
+use crate::live::{self, Live};
+use crate::output::Outcome;
+use crate::system::{backup, lock};
+use crate::{apply, node};
+
+pub fn run(global: &GlobalOpts, opts: &RollbackOpts) -> Result<Outcome> {
+    let root = node::sysroot(global)?;
+    apply::require_root(
+        !opts.check && root.is_host(),
+        nix::unistd::geteuid().is_root(),
+    )?;
+    let chosen = match &opts.backup {
+        Some(id) => backup::load(&root, id)?,
+        None => backup::latest(&root)?.ok_or_else(|| {
+            anyhow!(
+                "there is no backup under {}: irsa-agent has not changed this node, nothing to roll back",
+                backup::BACKUP_DIR
+            )
+        })?,
+    };
+    let actions: Vec<_> = chosen
+        .entries
+        .iter()
+        .map(|e| {
+            let action = if e.perms.is_some() { "restore" } else { "remove" };
+            json!({"path": e.path, "action": action})
+        })
+        .collect();
+    let mut o = Outcome::new();
+    o.set("backup", chosen.id.clone())
+        .set("check", opts.check)
+        .set("files", actions);
+    o.line(format!(
+        "backup {}/{}{}",
+        backup::BACKUP_DIR,
+        chosen.id,
+        if opts.check { " (--check: nothing changed)" } else { "" }
+    ));
+    for e in &chosen.entries {
+        let verb = if e.perms.is_some() { "restore" } else { "remove" };
+        o.line(format!("  {verb:<8} {}", e.path));
+    }
+    if opts.check {
+        o.set("rolled_back", false).set("restarted", false);
+        return Ok(o);
+    }
+
+    let _lock = lock::acquire(&root)?;
+    let paths: Vec<String> = chosen.entries.iter().map(|e| e.path.clone()).collect();
+    let saved = backup::create(&root, &paths, backup::REASON_ROLLBACK)
+        .context("backing up the files rollback overwrites; nothing was changed")?;
+    if let Err(e) = backup::restore(&root, &chosen) {
+        let undo = backup::restore(&root, &saved);
+        return Err(e.context(match undo {
+            Ok(()) => format!("restoring backup {} failed; the files are as they were", chosen.id),
+            Err(u) => format!(
+                "restoring backup {} failed, and putting the files back failed too ({u:#}); \
+                 they are saved in {}",
+                chosen.id,
+                saved.dir()
+            ),
+        }));
+    }
+    o.set("rolled_back", true).set("saved", saved.id.clone());
+    o.line(format!(
+        "the files it replaced are saved in {}/{}",
+        backup::BACKUP_DIR,
+        saved.id
+    ));
+
+    let mut restarted = false;
+    if !opts.no_restart {
+        let node = node::inspect(root, global.distro.as_deref())
+            .context("reading the restored configuration")?;
+        let live = Live::connect(&node, opts.wait.duration(), live::spinner_wanted(global))?;
+        live.restart(&node.effective.state(), SystemTime::now())
+            .context("restarting the apiserver on the restored files")?;
+        live.wait_ready("after the rollback")?;
+        restarted = true;
+        o.line("restart:     done, apiserver ready");
+    } else {
+        o.line("restart:     pending (--no-restart)");
+    }
+    o.set("restarted", restarted);
+    Ok(o)
+}

@@ -1,0 +1,331 @@
+//! Proof that the apiserver runs the configuration: a fresh token from
+//! TokenRequest, decoded and checked (`iss`, `aud`, header `kid`, signature
+//! with the installed public key), then accepted by TokenReview. With
+//! `--public`, the published discovery document and JWKS are fetched over
+//! HTTPS and the token is validated with them the way AWS STS does.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::cli::{GlobalOpts, ServiceAccountRef, VerifyOpts};
+use crate::flags::SaState;
+use crate::issuer::differ_only_by_trailing_slash;
+use crate::keys::{PrivateKey, PublicKey};
+use crate::live::{self, Live};
+use crate::node::{self, Node};
+use crate::output::Outcome;
+use crate::system::https;
+use crate::keycheck;
+
+/// Lifetime asked for verification tokens: the shortest the apiserver allows.
+pub const TOKEN_LIFETIME: Duration = Duration::from_secs(600);
+
+/// How long a cloud provider waits for the discovery documents (AWS STS gives
+/// up after about 5 s).
+const PUBLIC_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a fresh token must show.
+#[derive(Debug, Clone)]
+pub struct Expect {
+    pub issuer: String,
+    pub audience: String,
+    /// The public half of the configured signing key.
+    pub signing: PublicKey,
+    /// Every key in the configured key files.
+    pub accepted: Vec<PublicKey>,
+}
+
+/// The decoded claims of a token that passed; printed instead of the token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Verified {
+    pub iss: String,
+    pub aud: Vec<String>,
+    pub kid: String,
+    pub sub: String,
+    pub alg: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exp: Option<i64>,
+}
+
+/// A JWS split into its parts.
+pub struct Jwt {
+    pub header: Value,
+    pub claims: Value,
+    signing_input: String,
+    signature: Vec<u8>,
+}
+
+impl Jwt {
+    pub fn decode(token: &str) -> Result<Self> {
+        let parts: Vec<&str> = token.split('.').collect();
+        let [h, c, s] = parts[..] else {
+            bail!("the token is not a JWS (it has {} parts, not 3)", parts.len());
+        };
+        let part = |name: &str, b64: &str| -> Result<Value> {
+            let bytes = URL_SAFE_NO_PAD
+                .decode(b64)
+                .with_context(|| format!("the token's {name} is not base64url"))?;
+            serde_json::from_slice(&bytes).with_context(|| format!("the token's {name} is not JSON"))
+        };
+        Ok(Self {
+            header: part("header", h)?,
+            claims: part("claims", c)?,
+            signing_input: format!("{h}.{c}"),
+            signature: URL_SAFE_NO_PAD
+                .decode(s)
+                .context("the token's signature is not base64url")?,
+        })
+    }
+
+    fn header_str(&self, name: &str) -> Option<&str> {
+        self.header[name].as_str()
+    }
+
+    /// `aud` may be a string or a list.
+    fn audiences(&self) -> Vec<String> {
+        match &self.claims["aud"] {
+            Value::String(s) => vec![s.clone()],
+            Value::Array(a) => a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Verify the signature with `key` (the algorithm must be the key's).
+    pub fn verify_with(&self, key: &PublicKey) -> Result<()> {
+        let alg = self.header_str("alg").unwrap_or("");
+        key.verify_jws(alg, self.signing_input.as_bytes(), &self.signature)
+    }
+
+    fn verified(&self) -> Verified {
+        let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+        Verified {
+            iss: s(&self.claims["iss"]),
+            aud: self.audiences(),
+            kid: self.header_str("kid").unwrap_or_default().to_string(),
+            sub: s(&self.claims["sub"]),
+            alg: self.header_str("alg").unwrap_or_default().to_string(),
+            exp: self.claims["exp"].as_i64(),
+        }
+    }
+}
+
+/// Check a token against what the configuration promises. Pure.
+pub fn check(token: &str, expect: &Expect) -> Result<Verified> {
+    let jwt = Jwt::decode(token)?;
+    let v = jwt.verified();
+    if v.iss != expect.issuer {
+        bail!(
+            "the token's iss is {:?}, expected {:?}: the apiserver does not sign with the new issuer \
+             (is it running the new flags?)",
+            v.iss,
+            expect.issuer
+        );
+    }
+    if !v.aud.contains(&expect.audience) {
+        bail!(
+            "the token's aud {:?} does not contain {:?}: the apiserver did not issue it for that audience",
+            v.aud,
+            expect.audience
+        );
+    }
+    let want = expect.signing.kid();
+    if v.kid != want {
+        bail!(
+            "the token's header kid is {:?}, but the configured signing key's kid is {want:?}: \
+             the apiserver signs with another key (is it running the new flags?)",
+            v.kid
+        );
+    }
+    let installed = expect
+        .accepted
+        .iter()
+        .find(|k| k.kid() == v.kid)
+        .ok_or_else(|| anyhow!("no installed key file holds the key with kid {}", v.kid))?;
+    jwt.verify_with(installed)
+        .context("the token's signature does not verify with the installed public key")?;
+    Ok(v)
+}
+
+/// What the token is checked against, from the node's settings `state`.
+pub fn expect_for(node: &Node, state: &SaState, issuer: &str, audience: &str) -> Result<Expect> {
+    let sk = state.signing_key_file.as_deref().ok_or_else(|| {
+        anyhow!("no --service-account-signing-key-file is configured: nothing to verify tokens against")
+    })?;
+    let bytes = node
+        .root
+        .read_bytes(sk)
+        .with_context(|| format!("reading the signing key {sk}"))?;
+    let signing = PrivateKey::parse(&bytes, Path::new(sk))?.public_key();
+    let accepted = keycheck::check(&node.root, node.profile(), state)?.accepted;
+    Ok(Expect {
+        issuer: issuer.to_string(),
+        audience: audience.to_string(),
+        signing,
+        accepted,
+    })
+}
+
+/// Ask for a fresh token, check it, and have the apiserver authenticate it.
+/// The token is returned for `--public`; it is never printed.
+pub fn fresh(live: &Live, sa: &ServiceAccountRef, expect: &Expect) -> Result<(String, Verified)> {
+    let audiences = [expect.audience.clone()];
+    let token = live
+        .block_on(live.api.token(&sa.namespace, &sa.name, &audiences, TOKEN_LIFETIME))?;
+    let verified = check(&token, expect)?;
+    let review = live.block_on(live.api.review(&token, &audiences))?;
+    if !review.authenticated {
+        bail!(
+            "the apiserver does not authenticate the token it just issued ({}): is the signing key's public half in a key file?",
+            review.error.as_deref().unwrap_or("no reason given")
+        );
+    }
+    Ok((token, verified))
+}
+
+/// The published documents, where they were found.
+#[derive(Debug, Clone, Serialize)]
+pub struct Published {
+    pub discovery_url: String,
+    pub jwks_uri: String,
+}
+
+/// Fetch `<iss>/.well-known/openid-configuration` and its `jwks_uri` over
+/// HTTPS and validate `token` with them as AWS STS does.
+pub async fn check_public(token: &str, ca: Option<&[u8]>) -> Result<Published> {
+    let jwt = Jwt::decode(token)?;
+    let v = jwt.verified();
+    let discovery_url = format!("{}/.well-known/openid-configuration", v.iss.trim_end_matches('/'));
+    let doc = fetch_json(&discovery_url, ca, &v.iss).await?;
+    let published_iss = doc["issuer"]
+        .as_str()
+        .ok_or_else(|| anyhow!("{discovery_url} has no \"issuer\""))?;
+    if published_iss != v.iss {
+        if differ_only_by_trailing_slash(published_iss, &v.iss) {
+            bail!(
+                "{discovery_url} says issuer {published_iss:?} but tokens carry iss {:?}: they differ by a trailing \
+                 slash, and STS compares them as exact strings. Publish (and register in IAM) exactly the apiserver's issuer",
+                v.iss
+            );
+        }
+        bail!(
+            "{discovery_url} says issuer {published_iss:?} but tokens carry iss {:?}: publish the documents of this \
+             cluster's issuer (irsa-agent discovery --issuer {})",
+            v.iss,
+            v.iss
+        );
+    }
+    let jwks_uri = doc["jwks_uri"]
+        .as_str()
+        .ok_or_else(|| anyhow!("{discovery_url} has no \"jwks_uri\""))?
+        .to_string();
+    let jwks = fetch_json(&jwks_uri, ca, &v.iss).await?;
+    let keys = jwks["keys"]
+        .as_array()
+        .ok_or_else(|| anyhow!("{jwks_uri} is not a JWKS: it has no \"keys\" list"))?;
+    let Some(jwk) = keys.iter().find(|k| k["kid"].as_str() == Some(&v.kid)) else {
+        let kids: Vec<String> = keys
+            .iter()
+            .map(|k| k["kid"].as_str().map_or("(no kid)".into(), |s| format!("{s:?}")))
+            .collect();
+        bail!(
+            "the JWKS at {jwks_uri} has no key with kid {:?} (it has {}): STS would fail with \"Couldn't retrieve \
+             verification key\". Publish the current JWKS (irsa-agent discovery)",
+            v.kid,
+            if kids.is_empty() { "no keys".to_string() } else { kids.join(", ") }
+        );
+    };
+    let key = PublicKey::from_jwk(jwk)
+        .with_context(|| format!("the key with kid {:?} in {jwks_uri}", v.kid))?;
+    jwt.verify_with(&key).with_context(|| {
+        format!(
+            "the key published with kid {:?} at {jwks_uri} does not verify the token: the published key is not \
+             the signing key",
+            v.kid
+        )
+    })?;
+    Ok(Published {
+        discovery_url,
+        jwks_uri,
+    })
+}
+
+/// GET a public JSON document; each failure worded the way users meet it.
+async fn fetch_json(url: &str, ca: Option<&[u8]>, issuer: &str) -> Result<Value> {
+    let res = https::get(url, ca, PUBLIC_FETCH_TIMEOUT).await.map_err(|e| {
+        anyhow!(
+            "{url} is not reachable ({e:#}): AWS STS, GCP and Azure fetch it from the internet over HTTPS with a \
+             publicly trusted certificate (pass --ca-file to test a private CA)"
+        )
+    })?;
+    match res.status {
+        200 => {}
+        401 | 403 => bail!(
+            "{url} answered {}: the document is not public. Cloud providers fetch it anonymously; on S3, allow \
+             public read of these objects (new buckets block public access)",
+            res.status
+        ),
+        404 => bail!(
+            "{url} answered 404: nothing is published there. Upload the files `irsa-agent discovery --issuer {issuer}` \
+             writes, at exactly these paths"
+        ),
+        301 | 302 | 303 | 307 | 308 => bail!(
+            "{url} redirects ({}) to {}: serve the document at this URL itself",
+            res.status,
+            res.location.as_deref().unwrap_or("(no Location)")
+        ),
+        other => bail!("{url} answered HTTP {other}"),
+    }
+    serde_json::from_slice(&res.body).with_context(|| format!("{url} is not JSON"))
+}
+
+/// `irsa-agent verify`.
+pub fn run(global: &GlobalOpts, opts: &VerifyOpts) -> Result<Outcome> {
+    crate::apply::check_audience(&opts.audience)?;
+    let ca = opts
+        .ca_file
+        .as_ref()
+        .map(|p| fs_err::read(p).map_err(|e| anyhow!("--ca-file {}: {e}", p.display())))
+        .transpose()?;
+    let root = node::sysroot(global)?;
+    let node = node::inspect(root, global.distro.as_deref())?;
+    let state = node.effective.state();
+    let issuer = match &opts.issuer {
+        Some(i) => i.clone(),
+        None => state.issuers.first().cloned().ok_or_else(|| {
+            anyhow!("no --service-account-issuer is configured in {}", node.profile().config)
+        })?,
+    };
+    let expect = expect_for(&node, &state, &issuer, &opts.audience)?;
+    let live = Live::connect(&node, opts.wait.duration(), live::spinner_wanted(global))?;
+    live.wait_ready("before verifying")?;
+    let (token, verified) = fresh(&live, &opts.service_account, &expect)?;
+    let published = if opts.public {
+        Some(live.block_on(check_public(&token, ca.as_deref()))?)
+    } else {
+        None
+    };
+    let mut o = Outcome::new();
+    o.set("distro", node.profile().name.clone())
+        .set("verified", json!(verified))
+        .set("public", json!(published));
+    o.line(format!("{}: verified", node.profile().title));
+    human_claims(&mut o, &verified);
+    if let Some(p) = &published {
+        o.line(format!("published:   {} and {} verify the token", p.discovery_url, p.jwks_uri));
+    }
+    Ok(o)
+}
+
+/// The decoded claims, for people (never the token itself).
+pub fn human_claims(o: &mut Outcome, v: &Verified) {
+    o.line(format!("token iss:   {}", v.iss));
+    o.line(format!("token aud:   {}", v.aud.join(", ")));
+    o.line(format!("token sub:   {}", v.sub));
+    o.line(format!("token kid:   {} ({})", v.kid, v.alg));
+}
