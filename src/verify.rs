@@ -329,3 +329,92 @@ pub fn human_claims(o: &mut Outcome, v: &Verified) {
     o.line(format!("token sub:   {}", v.sub));
     o.line(format!("token kid:   {} ({})", v.kid, v.alg));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::KeyType;
+
+    fn b64(v: &Value) -> String {
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap())
+    }
+
+    /// A token as kube-apiserver signs it.
+    fn sign(key: &PrivateKey, header: Value, claims: Value) -> String {
+        let input = format!("{}.{}", b64(&header), b64(&claims));
+        let sig = key.sign_jws(input.as_bytes());
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig))
+    }
+
+    fn setup(kind: KeyType) -> (PrivateKey, Expect) {
+        let key = PrivateKey::generate(kind).unwrap();
+        let public = key.public_key();
+        let expect = Expect {
+            issuer: "https://oidc.example.com/c".into(),
+            audience: "sts.amazonaws.com".into(),
+            signing: public.clone(),
+            accepted: vec![public],
+        };
+        (key, expect)
+    }
+
+    fn good(key: &PrivateKey) -> (Value, Value) {
+        let p = key.public_key();
+        (
+            json!({"alg": p.alg(), "kid": p.kid()}),
+            json!({"iss": "https://oidc.example.com/c", "aud": ["sts.amazonaws.com"],
+                   "sub": "system:serviceaccount:default:default", "exp": 2_000_000_000}),
+        )
+    }
+
+    #[test]
+    fn a_good_token_passes_and_reports_its_claims() {
+        for kind in [KeyType::Rsa2048, KeyType::EcP256] {
+            let (key, expect) = setup(kind);
+            let (h, c) = good(&key);
+            let v = check(&sign(&key, h, c), &expect).unwrap();
+            assert_eq!(v.iss, expect.issuer);
+            assert_eq!(v.aud, ["sts.amazonaws.com"]);
+            assert_eq!(v.kid, key.public_key().kid());
+            assert_eq!(v.sub, "system:serviceaccount:default:default");
+            assert_eq!(v.exp, Some(2_000_000_000));
+        }
+    }
+
+    #[test]
+    fn every_mismatch_is_named() {
+        let (key, expect) = setup(KeyType::EcP256);
+        let err = |h: Value, c: Value| format!("{:#}", check(&sign(&key, h, c), &expect).unwrap_err());
+
+        let (h, mut c) = good(&key);
+        c["iss"] = json!("https://kubernetes.default.svc");
+        assert!(err(h, c).contains("iss is \"https://kubernetes.default.svc\""));
+
+        let (h, mut c) = good(&key);
+        c["aud"] = json!("https://kubernetes.default.svc");
+        assert!(err(h, c).contains("does not contain \"sts.amazonaws.com\""));
+
+        let (mut h, c) = good(&key);
+        h["kid"] = json!("other");
+        assert!(err(h, c).contains("kid is \"other\""));
+
+        // Signed by another key that claims the right kid.
+        let other = PrivateKey::generate(KeyType::EcP256).unwrap();
+        let (h, c) = good(&key);
+        let forged = format!("{:#}", check(&sign(&other, h, c), &expect).unwrap_err());
+        assert!(forged.contains("signature does not verify"), "{forged}");
+
+        assert!(format!("{:#}", check("a.b", &expect).unwrap_err()).contains("not a JWS"));
+    }
+
+    #[test]
+    fn a_key_round_trips_through_its_jwk() {
+        for kind in [KeyType::Rsa2048, KeyType::EcP256] {
+            let k = PrivateKey::generate(kind).unwrap().public_key();
+            let jwk = serde_json::to_value(k.to_jwk()).unwrap();
+            assert_eq!(PublicKey::from_jwk(&jwk).unwrap(), k);
+        }
+        let bad = json!({"kty": "oct", "k": "x"});
+        assert!(PublicKey::from_jwk(&bad).unwrap_err().to_string().contains("kty"));
+    }
+}

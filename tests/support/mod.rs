@@ -5,11 +5,14 @@
 //!   using the crate under test.
 //! - [`tree`]: copy a fixture sysroot into a temp dir and snapshot a tree, for
 //!   "nothing else changed" assertions.
+//! - [`issuer_host`]: a local HTTPS server standing in for where discovery
+//!   documents are published, for `verify --public`.
 
 // Each integration test is its own crate and uses only part of this module.
 #![allow(dead_code)]
 
 pub mod effective;
+pub mod issuer_host;
 pub mod tree;
 
 pub use effective::{apiserver_args, sa_settings, SaSettings};

@@ -1,0 +1,432 @@
+//! The whole `apply` loop against the apiserver SIMULATOR in tests/support/sim
+//! (no kube-apiserver binary can run here): write, restart (systemd over a
+//! private dbus-daemon, or the simulated kubelet replacing the static pod),
+//! wait for /readyz, verify a fresh token, check an old one, and roll back on
+//! every failure. Also `verify`, `verify --public` against a local HTTPS
+//! issuer host, and `rollback`.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use assert_cmd::prelude::*;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde_json::Value;
+use support::issuer_host::IssuerHost;
+use support::sim::{Cluster, Fault, Options};
+use support::{apiserver_args, copy_fixture, sa_settings, snapshot};
+
+/// (fixture, distro, key dir)
+const DISTROS: [(&str, &str, &str); 6] = [
+    ("microk8s-default", "microk8s", "/var/snap/microk8s/current/certs"),
+    ("kubeadm-default", "kubeadm", "/etc/kubernetes/pki"),
+    ("minikube-default", "minikube", "/var/lib/minikube/certs"),
+    ("k3s-default", "k3s", "/var/lib/rancher/k3s/server/tls"),
+    ("rke2-default", "rke2", "/var/lib/rancher/rke2/server/tls"),
+    ("k0s-default", "k0s", "/var/lib/k0s/pki"),
+];
+
+/// Static-pod restarts are observed through the host's process table, which
+/// every test shares: those tests take turns.
+static PROCESS_TABLE: Mutex<()> = Mutex::new(());
+
+fn static_pod(distro: &str) -> bool {
+    matches!(distro, "kubeadm" | "minikube")
+}
+
+struct Node {
+    dir: tempfile::TempDir,
+    cluster: Cluster,
+    distro: &'static str,
+    _turn: Option<std::sync::MutexGuard<'static, ()>>,
+}
+
+impl Node {
+    fn start(fixture: &str, distro: &'static str) -> Node {
+        let turn = static_pod(distro).then(|| PROCESS_TABLE.lock().unwrap_or_else(|e| e.into_inner()));
+        let dir = copy_fixture(fixture);
+        let cluster = Cluster::start_with(
+            distro,
+            dir.path(),
+            Options {
+                startup_delay: Duration::from_millis(200),
+            },
+        )
+        .unwrap_or_else(|e| panic!("the simulator must start on fixture {fixture}: {e:#}"));
+        Node {
+            dir,
+            cluster,
+            distro,
+            _turn: turn,
+        }
+    }
+
+    fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn irsa(&self) -> Command {
+        let mut c = Command::cargo_bin("irsa-agent").unwrap();
+        c.arg("--root").arg(self.root()).args(["--output", "json"]);
+        c.env_remove("DBUS_SYSTEM_BUS_ADDRESS");
+        for (k, v) in self.cluster.env() {
+            c.env(k, v);
+        }
+        c
+    }
+
+    /// Run; stdout must be exactly one JSON object.
+    fn run(&self, args: &[&str]) -> (Value, i32) {
+        let out = self.irsa().args(args).output().unwrap();
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let v: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not one JSON object ({e}): {stdout:?}\nstderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (v, out.status.code().unwrap())
+    }
+
+    /// The settings the simulator runs with now.
+    fn running_issuers(&self) -> Vec<String> {
+        let s = self.cluster.status();
+        assert!(s.running, "the simulator is not running: {:?}", s.last_start_error);
+        s.settings.expect("a running simulator has settings").issuers
+    }
+
+    /// The settings the files on disk give, read by the independent reader.
+    fn configured_issuers(&self) -> Vec<String> {
+        sa_settings(&apiserver_args(self.root(), self.distro).unwrap())
+            .unwrap()
+            .issuers
+    }
+
+    /// The node's files, without irsa-agent's own state.
+    fn files(&self) -> BTreeMap<PathBuf, (Vec<u8>, u32)> {
+        snapshot(self.root())
+            .into_iter()
+            .filter(|(p, _)| !p.starts_with("var/lib/irsa-agent") && !p.starts_with("run"))
+            .collect()
+    }
+}
+
+fn issuer_for(test: &str, distro: &str) -> String {
+    format!("https://oidc.example.com/{test}-{distro}")
+}
+
+/// The `kid` in a token's header, decoded here without the crate under test.
+fn header_kid(token: &str) -> String {
+    let header = token.split('.').next().unwrap();
+    let v: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).unwrap()).unwrap();
+    v["kid"].as_str().unwrap().to_string()
+}
+
+fn audiences(token: &str) -> Vec<String> {
+    let claims = token.split('.').nth(1).unwrap();
+    let v: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(claims).unwrap()).unwrap();
+    match &v["aud"] {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(a) => a.iter().map(|x| x.as_str().unwrap().to_string()).collect(),
+        _ => vec![],
+    }
+}
+
+#[test]
+fn apply_restarts_verifies_and_keeps_old_tokens_on_every_distro() {
+    for (fixture, distro, _) in DISTROS {
+        let node = Node::start(fixture, distro);
+        let old_issuers = node.running_issuers();
+        let old_token = node.cluster.token("default", "default", &[]).unwrap();
+        let generation = node.cluster.status().generation;
+        let issuer = issuer_for("apply", distro);
+
+        let (v, code) = node.run(&["apply", "--issuer", &issuer, "--timeout", "30"]);
+        assert_eq!(code, 0, "{distro}: {v}");
+        assert_eq!(v["changed"], true, "{distro}: {v}");
+        assert_eq!(v["restarted"], true, "{distro}: {v}");
+        assert_eq!(v["rolled_back"], false, "{distro}: {v}");
+        assert_eq!(v["restart_pending"], false, "{distro}: {v}");
+        assert_eq!(v["old_token_authenticated"], true, "{distro}: {v}");
+        assert_eq!(v["verified"]["iss"], issuer.as_str(), "{distro}: {v}");
+        assert_eq!(v["verified"]["sub"], "system:serviceaccount:default:default");
+        assert!(
+            v["verified"]["aud"].as_array().unwrap().iter().any(|a| a == "sts.amazonaws.com"),
+            "{distro}: {v}"
+        );
+
+        // The simulator restarted once and runs the new issuer first, every old one after it.
+        let s = node.cluster.status();
+        assert!(s.generation > generation, "{distro}: no restart happened");
+        let mut want = vec![issuer.clone()];
+        want.extend(old_issuers.iter().cloned());
+        assert_eq!(node.running_issuers(), want, "{distro}");
+        if static_pod(distro) {
+            assert!(node.cluster.restarts().is_empty(), "{distro}: no unit to restart");
+        } else {
+            let units: Vec<String> = node.cluster.restarts().into_iter().map(|r| r.0).collect();
+            assert_eq!(units.len(), 1, "{distro}: exactly one RestartUnit: {units:?}");
+        }
+
+        // The kid the tool verified is the one the simulator signs with now.
+        let fresh = node.cluster.token("default", "default", &["sts.amazonaws.com"]).unwrap();
+        assert_eq!(v["verified"]["kid"], header_kid(&fresh).as_str(), "{distro}");
+        // Pods' old tokens still work; new tokens carry the AWS audience.
+        assert!(node.cluster.review(&old_token).unwrap(), "{distro}: old token rejected");
+        assert!(audiences(&fresh).contains(&"sts.amazonaws.com".to_string()));
+
+        // A second run changes nothing, restarts nothing, and still verifies.
+        let before = node.files();
+        let restarts = node.cluster.restarts().len();
+        let generation = node.cluster.status().generation;
+        let (v2, code) = node.run(&["apply", "--issuer", &issuer, "--timeout", "30"]);
+        assert_eq!(code, 0, "{distro}: {v2}");
+        assert_eq!(v2["changed"], false, "{distro}: {v2}");
+        assert_eq!(v2["restarted"], false, "{distro}: {v2}");
+        assert_eq!(v2["verified"]["iss"], issuer.as_str(), "{distro}: {v2}");
+        assert_eq!(node.files(), before, "{distro}: a no-op run wrote something");
+        assert_eq!(node.cluster.restarts().len(), restarts, "{distro}");
+        assert_eq!(node.cluster.status().generation, generation, "{distro}");
+    }
+}
+
+#[test]
+fn a_new_key_the_apiserver_cannot_read_is_rolled_back_on_every_distro() {
+    for (fixture, distro, key_dir) in DISTROS {
+        let node = Node::start(fixture, distro);
+        let old_issuers = node.running_issuers();
+        let before = node.files();
+        node.cluster
+            .inject(Fault::UnreadablePrefix(format!("{key_dir}/irsa-agent-")));
+        let issuer = issuer_for("unreadable", distro);
+
+        let (v, code) = node.run(&[
+            "apply",
+            "--issuer",
+            &issuer,
+            "--generate-key",
+            "--key-type",
+            "ec-p256",
+            "--timeout",
+            "4",
+        ]);
+        assert_eq!(code, 3, "{distro}: exit code 3 means rolled back: {v}");
+        assert_eq!(v["rolled_back"], true, "{distro}: {v}");
+        assert_eq!(v["changed"], false, "{distro}: {v}");
+        let msg = v["error"].as_str().unwrap();
+        assert!(msg.contains("back on its old configuration"), "{distro}: {msg}");
+        assert!(!v["backup"].as_str().unwrap().is_empty(), "{distro}: {v}");
+
+        // Every byte is back, the generated key files are gone, and the
+        // simulator runs the old flags again.
+        assert_eq!(node.files(), before, "{distro}: files differ after rollback");
+        assert_eq!(node.configured_issuers(), old_issuers, "{distro}");
+        node.cluster.wait_ready(Duration::from_secs(10)).unwrap();
+        assert_eq!(node.running_issuers(), old_issuers, "{distro}");
+        if !static_pod(distro) {
+            assert_eq!(node.cluster.restarts().len(), 2, "{distro}: restart, then restart back");
+        }
+    }
+}
+
+#[test]
+fn a_wrong_issuer_served_fails_verification_and_rolls_back() {
+    for (fixture, distro, _) in DISTROS {
+        let node = Node::start(fixture, distro);
+        let old_issuers = node.running_issuers();
+        let before = node.files();
+        node.cluster
+            .inject(Fault::WrongIssuerOnNextStart("https://wrong.example.com".into()));
+        let issuer = issuer_for("wrong", distro);
+
+        let (v, code) = node.run(&["apply", "--issuer", &issuer, "--timeout", "10"]);
+        assert_eq!(code, 3, "{distro}: {v}");
+        assert_eq!(v["rolled_back"], true, "{distro}: {v}");
+        let chain = v["error_chain"].to_string();
+        assert!(chain.contains("verifying a fresh token"), "{distro}: {chain}");
+        assert!(chain.contains("iss is \\\"https://wrong.example.com\\\""), "{distro}: {chain}");
+        assert_eq!(node.files(), before, "{distro}");
+        node.cluster.wait_ready(Duration::from_secs(10)).unwrap();
+        assert_eq!(node.running_issuers(), old_issuers, "{distro}");
+    }
+}
+
+#[test]
+fn apply_refuses_to_touch_an_unhealthy_apiserver() {
+    let node = Node::start("k3s-default", "k3s");
+    node.cluster.stop();
+    let before = node.files();
+    let (v, code) = node.run(&["apply", "--issuer", "https://oidc.example.com/down", "--timeout", "1"]);
+    assert_eq!(code, 1, "{v}");
+    assert_eq!(v["changed"], false, "{v}");
+    let msg = v["error"].as_str().unwrap();
+    assert!(msg.contains("must be healthy before"), "{msg}");
+    assert!(v["error_chain"].to_string().contains("not ready within 1s"), "{v}");
+    assert_eq!(node.files(), before, "nothing changed");
+    assert!(node.cluster.restarts().is_empty(), "nothing restarted");
+}
+
+#[test]
+fn no_restart_leaves_the_apiserver_alone_and_verify_notices() {
+    let node = Node::start("microk8s-default", "microk8s");
+    let old = node.running_issuers();
+    let issuer = issuer_for("norestart", "microk8s");
+    let (v, code) = node.run(&["apply", "--issuer", &issuer, "--no-restart"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["restart_pending"], true, "{v}");
+    assert_eq!(v["restarted"], false, "{v}");
+    assert!(v["verified"].is_null(), "{v}");
+    assert!(node.cluster.restarts().is_empty());
+    assert_eq!(node.running_issuers(), old);
+    assert_eq!(node.configured_issuers()[0], issuer);
+
+    // The running apiserver still signs with the old issuer: verify says so.
+    let (v, code) = node.run(&["verify", "--timeout", "5"]);
+    assert_eq!(code, 1, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("iss is"), "{v}");
+    // And apply, with nothing left to write, points at the pending restart.
+    let (v, code) = node.run(&["apply", "--issuer", &issuer, "--timeout", "5"]);
+    assert_eq!(code, 1, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("restart may be pending"), "{v}");
+}
+
+#[test]
+fn verify_prints_claims_never_the_token() {
+    let node = Node::start("kubeadm-default", "kubeadm");
+    let issuer = issuer_for("verify", "kubeadm");
+    let (v, code) = node.run(&["apply", "--issuer", &issuer, "--timeout", "30"]);
+    assert_eq!(code, 0, "{v}");
+
+    let out = node
+        .irsa()
+        .args(["--output", "human", "verify", "--service-account", "kube-system/default"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains(&format!("token iss:   {issuer}")), "{stdout}");
+    assert!(stdout.contains("system:serviceaccount:kube-system:default"), "{stdout}");
+    // A JWS starts with base64url of '{"' : no token anywhere in the output.
+    assert!(!stdout.contains(".eyJ") && !stderr.contains(".eyJ"), "{stdout}{stderr}");
+
+    let (v, code) = node.run(&["verify", "--audience", "vault"]);
+    assert_eq!(code, 0, "any audience can be requested: {v}");
+    assert_eq!(v["verified"]["aud"], serde_json::json!(["vault"]));
+    assert!(!v.to_string().contains(".eyJ"), "{v}");
+
+    let (v, code) = node.run(&["verify", "--service-account", "default/nobody"]);
+    assert_eq!(code, 1, "{v}");
+    assert!(v["error_chain"].to_string().contains("404"), "{v}");
+    let (v, code) = node.run(&["verify", "--issuer", "https://other.example.com"]);
+    assert_eq!(code, 1, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("expected \"https://other.example.com\""), "{v}");
+}
+
+#[test]
+fn rollback_restores_the_last_backup_and_restarts() {
+    let node = Node::start("k0s-default", "k0s");
+    let old = node.running_issuers();
+    let before = node.files();
+    let (v, code) = node.run(&["apply", "--issuer", &issuer_for("rollback", "k0s"), "--generate-key"]);
+    assert_eq!(code, 0, "{v}");
+    let applied = node.files();
+    assert_ne!(applied, before);
+
+    let (v, code) = node.run(&["rollback", "--check"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["rolled_back"], false);
+    assert!(v["files"].as_array().unwrap().iter().any(|f| f["action"] == "remove"), "{v}");
+    assert_eq!(node.files(), applied, "--check changes nothing");
+
+    let (v, code) = node.run(&["rollback", "--timeout", "30"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["rolled_back"], true, "{v}");
+    assert_eq!(v["restarted"], true, "{v}");
+    assert_eq!(node.files(), before, "every byte back, generated keys removed");
+    assert_eq!(node.running_issuers(), old);
+    assert_eq!(node.cluster.restarts().len(), 2);
+
+    // What rollback overwrote is saved, so even the rollback can be undone by hand.
+    let saved = v["saved"].as_str().unwrap();
+    let saved_dir = node.root().join("var/lib/irsa-agent/backups").join(saved);
+    assert!(saved_dir.join("files/etc/k0s/k0s.yaml").is_file());
+}
+
+#[test]
+fn verify_public_validates_like_sts_and_names_each_problem() {
+    let host = IssuerHost::start();
+    let issuer = format!("{}/cluster", host.base());
+    let node = Node::start("k3s-default", "k3s");
+    let (v, code) = node.run(&[
+        "apply",
+        "--issuer",
+        &issuer,
+        "--allow-port",
+        "--generate-key",
+        "--timeout",
+        "30",
+    ]);
+    assert_eq!(code, 0, "{v}");
+
+    // Publish exactly what `discovery` writes for the node's key files.
+    let out = tempfile::tempdir().unwrap();
+    let mut discovery = Command::cargo_bin("irsa-agent").unwrap();
+    discovery.args(["discovery", "--issuer", &issuer, "--allow-port", "--out"]).arg(out.path());
+    for k in v["key_files"].as_array().unwrap() {
+        let node_path = k.as_str().unwrap().trim_start_matches('/');
+        discovery.arg("--public-key").arg(node.root().join(node_path));
+    }
+    discovery.assert().success();
+    let doc = std::fs::read(out.path().join(".well-known/openid-configuration")).unwrap();
+    let jwks = std::fs::read(out.path().join("openid/v1/jwks")).unwrap();
+    const DOC: &str = "/cluster/.well-known/openid-configuration";
+    const JWKS: &str = "/cluster/openid/v1/jwks";
+    host.put(DOC, 200, doc.clone());
+    host.put(JWKS, 200, jwks.clone());
+    let ca = out.path().join("ca.pem");
+    std::fs::write(&ca, host.ca_pem()).unwrap();
+    let ca = ca.to_str().unwrap();
+
+    let (v, code) = node.run(&["verify", "--public", "--ca-file", ca]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["public"]["jwks_uri"], format!("{issuer}/openid/v1/jwks").as_str());
+
+    let fails = |want: &str| {
+        let (v, code) = node.run(&["verify", "--public", "--ca-file", ca]);
+        assert_eq!(code, 1, "{v}");
+        let msg = v["error"].as_str().unwrap();
+        assert!(msg.contains(want), "wanted {want:?} in: {msg}");
+    };
+    // Not reachable: the host's certificate is not trusted without --ca-file.
+    let (v, code) = node.run(&["verify", "--public"]);
+    assert_eq!(code, 1, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("is not reachable"), "{v}");
+    // Not public.
+    host.put(JWKS, 403, "<Error><Code>AccessDenied</Code></Error>");
+    fails("the document is not public");
+    // Nothing published.
+    host.put(JWKS, 200, jwks.clone());
+    host.remove(DOC);
+    fails("answered 404");
+    // The issuer published with a trailing slash.
+    let slashed = String::from_utf8(doc.clone())
+        .unwrap()
+        .replace(&format!("\"{issuer}\""), &format!("\"{issuer}/\""));
+    host.put(DOC, 200, slashed);
+    fails("trailing slash");
+    // A JWKS without the signing key: only the cluster's original key.
+    host.put(DOC, 200, doc);
+    let mut only_old = Command::cargo_bin("irsa-agent").unwrap();
+    only_old
+        .args(["discovery", "--issuer", &issuer, "--allow-port", "--jwks-only", "--public-key"])
+        .arg(node.root().join("var/lib/rancher/k3s/server/tls/service.key"));
+    let old_jwks = only_old.output().unwrap().stdout;
+    host.put(JWKS, 200, old_jwks);
+    fails("has no key with kid");
+}
