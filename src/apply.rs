@@ -214,13 +214,15 @@ fn failpoint(name: &str) -> Result<()> {
 fn roll_back(live: &Live, node: &Node, backup: &backup::Backup, cause: anyhow::Error) -> anyhow::Error {
     let summary = format!("{cause:#}");
     tracing::error!("apply failed after writing: {summary}; rolling back");
-    let failure = |exit: Exit, message: String, healthy: bool| Failure {
+    // `restored`: the old files are back; `healthy`: the apiserver is ready on them.
+    let failure = |exit: Exit, message: String, restored: bool| Failure {
         exit,
         message,
         json: json!({
-            "changed": exit == Exit::RollbackFailed,
+            "changed": !restored,
             "distro": node.profile().name,
-            "rolled_back": exit == Exit::RolledBack || healthy,
+            "rolled_back": restored,
+            "healthy": exit == Exit::RolledBack,
             "restarted": true,
             "backup": backup.id,
         })
@@ -262,7 +264,7 @@ fn roll_back(live: &Live, node: &Node, backup: &backup::Backup, cause: anyhow::E
                  come back ({e:#}): the node needs attention",
                 backup.id
             ),
-            false,
+            true,
         )),
     }
 }

@@ -150,9 +150,11 @@ async fn wait_for_process(
     let since = process::epoch_secs(since);
     loop {
         let found = process::find(names);
+        // /proc start times are relative to a boot time rounded to the second:
+        // allow one second; the command line is what tells the pods apart.
         if let Some(p) = found
             .iter()
-            .find(|p| p.started >= since && state_of_command_line(&p.cmd) == *expect)
+            .find(|p| p.started + 1 >= since && state_of_command_line(&p.cmd) == *expect)
         {
             return Ok(p.pid);
         }
@@ -184,5 +186,50 @@ async fn wait_for_process(
             );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_command_line_gives_the_settings_the_process_runs_with() {
+        // As containerd starts it, with a two-token flag and an unrelated bool.
+        let s = state_of_command_line(&argv(&[
+            "kube-apiserver",
+            "--allow-privileged=true",
+            "--service-account-issuer=https://new.example.com",
+            "--service-account-issuer",
+            "https://kubernetes.default.svc.cluster.local",
+            "--service-account-key-file=/etc/kubernetes/pki/sa.pub",
+            "--service-account-signing-key-file=/etc/kubernetes/pki/sa.key",
+            "--api-audiences=https://kubernetes.default.svc.cluster.local,sts.amazonaws.com",
+        ]));
+        assert_eq!(
+            s.issuers,
+            ["https://new.example.com", "https://kubernetes.default.svc.cluster.local"]
+        );
+        assert_eq!(s.key_files, ["/etc/kubernetes/pki/sa.pub"]);
+        assert_eq!(s.signing_key_file.as_deref(), Some("/etc/kubernetes/pki/sa.key"));
+        assert_eq!(
+            s.api_audiences,
+            ["https://kubernetes.default.svc.cluster.local", "sts.amazonaws.com"]
+        );
+        // Run through an interpreter (a script named kube-apiserver): the
+        // script path is not a flag and changes nothing.
+        let mut scripted = argv(&["/bin/sh", "/opt/kube-apiserver"]);
+        scripted.extend(argv(&[
+            "--service-account-issuer=https://new.example.com",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            "--service-account-key-file=/etc/kubernetes/pki/sa.pub",
+            "--service-account-signing-key-file=/etc/kubernetes/pki/sa.key",
+            "--api-audiences=https://kubernetes.default.svc.cluster.local,sts.amazonaws.com",
+        ]));
+        assert_eq!(state_of_command_line(&scripted), s);
     }
 }
