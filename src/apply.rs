@@ -96,12 +96,6 @@ pub fn run(global: &GlobalOpts, opts: &ApplyOpts) -> Result<Outcome> {
     if opts.check {
         return Ok(report(&node, opts, &plan, &done));
     }
-    let _lock = lock::acquire(&node.root)?;
-    // Another writer may have changed the files between reading and locking.
-    let now = node::load_files(&node.root, node.profile())?;
-    if now != node.files {
-        bail!("the configuration changed while irsa-agent was planning; nothing was written, run again");
-    }
     let live = if opts.no_restart {
         None
     } else {
@@ -124,6 +118,12 @@ pub fn run(global: &GlobalOpts, opts: &ApplyOpts) -> Result<Outcome> {
             done.verified = Some(v);
         }
         return Ok(report(&node, opts, &plan, &done));
+    }
+    let _lock = lock::acquire(&node.root)?;
+    // Another writer may have changed the files between reading and locking.
+    let now = node::load_files(&node.root, node.profile())?;
+    if now != node.files {
+        bail!("the configuration changed while irsa-agent was planning; nothing was written, run again");
     }
     // Before touching anything: the apiserver is healthy and a token issued
     // now can be checked after the change.
