@@ -39,12 +39,12 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
+use super::super::effective::{apiserver_args, SaSettings};
 use super::jwt::{self, Authn, TokenSpec, Validation};
 use super::keys::{PublicKey, SigningKey};
 use super::startup::{self, FileView};
 use super::systemd::UnitState;
 use super::{RestartKind, Shared};
-use super::super::effective::{apiserver_args, SaSettings};
 
 /// One accepted start: what the apiserver serves until it stops.
 pub struct Instance {
@@ -101,7 +101,11 @@ pub async fn start(shared: &Arc<Shared>) -> Result<(), String> {
         st.args.clear();
         st.settings = None;
         st.first_ready_served_at = None;
-        (st.generation, st.unreadable.clone(), st.strict_signing_key_check)
+        (
+            st.generation,
+            st.unreadable.clone(),
+            st.strict_signing_key_check,
+        )
     };
     let outcome = decide(shared, &unreadable, strict);
     let args = outcome.args.clone();
@@ -139,7 +143,10 @@ pub async fn start(shared: &Arc<Shared>) -> Result<(), String> {
                 shared,
                 generation,
                 args,
-                format!("(simulator) cannot listen on 127.0.0.1:{}: {e:#}", shared.port),
+                format!(
+                    "(simulator) cannot listen on 127.0.0.1:{}: {e:#}",
+                    shared.port
+                ),
             )
         }
     };
@@ -169,7 +176,12 @@ pub async fn start(shared: &Arc<Shared>) -> Result<(), String> {
     Ok(())
 }
 
-fn refuse(shared: &Shared, generation: u64, args: Vec<String>, error: String) -> Result<(), String> {
+fn refuse(
+    shared: &Shared,
+    generation: u64,
+    args: Vec<String>,
+    error: String,
+) -> Result<(), String> {
     let mut st = shared.state.lock().unwrap();
     debug_assert_eq!(st.generation, generation);
     st.settings = super::super::effective::sa_settings(&args).ok();
@@ -191,7 +203,9 @@ fn decide(shared: &Shared, unreadable: &[String], strict: bool) -> Decision {
         Err(e) => {
             return Decision {
                 args: Vec::new(),
-                result: Err(format!("(simulator) reading the apiserver's arguments: {e:#}")),
+                result: Err(format!(
+                    "(simulator) reading the apiserver's arguments: {e:#}"
+                )),
             }
         }
     };
@@ -385,7 +399,8 @@ async fn handle(
         .and_then(|h| h.strip_prefix("Bearer "))
         .map(|t| t.trim().to_string());
     let user = if let Some(t) = bearer {
-        if shared.profile.admin_auth == super::tls::AdminAuth::Token && t == shared.pki.admin_token {
+        if shared.profile.admin_auth == super::tls::AdminAuth::Token && t == shared.pki.admin_token
+        {
             User::Admin("admin".into())
         } else {
             let a = validation(shared, inst, None).run(&t, &inst.keys);
@@ -410,7 +425,12 @@ async fn handle(
         || path == "/version/";
     if health {
         if method != Method::GET && method != Method::HEAD {
-            return status(405, "MethodNotAllowed", "the server does not allow this method on the requested resource", None);
+            return status(
+                405,
+                "MethodNotAllowed",
+                "the server does not allow this method on the requested resource",
+                None,
+            );
         }
         return health_check(shared, inst, segments[0], &query);
     }
@@ -438,7 +458,10 @@ async fn handle(
             return status(
                 403,
                 "Forbidden",
-                &format!("forbidden: User {name:?} cannot {} path {path:?}", method.as_str().to_lowercase()),
+                &format!(
+                    "forbidden: User {name:?} cannot {} path {path:?}",
+                    method.as_str().to_lowercase()
+                ),
                 Some(json!({})),
             );
         }
@@ -514,7 +537,9 @@ fn health_check(shared: &Shared, inst: &Instance, which: &str, query: &str) -> R
     }
     let now = Instant::now();
     let ready = which == "livez" || now >= inst.ready_at;
-    let verbose = query.split('&').any(|q| q == "verbose" || q.starts_with("verbose="));
+    let verbose = query
+        .split('&')
+        .any(|q| q == "verbose" || q.starts_with("verbose="));
     if which != "livez" && ready {
         let mut st = shared.state.lock().unwrap();
         if st.generation == inst.generation && st.first_ready_served_at.is_none() {
@@ -568,19 +593,32 @@ fn token_request(shared: &Shared, inst: &Instance, ns: &str, name: &str, body: &
     };
     if let Some(kind) = req.get("kind").and_then(Value::as_str) {
         if kind != "TokenRequest" {
-            return status(400, "BadRequest", &format!("expected a TokenRequest, got {kind}"), None);
+            return status(
+                400,
+                "BadRequest",
+                &format!("expected a TokenRequest, got {kind}"),
+                None,
+            );
         }
     }
-    let meta_name = req.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
+    let meta_name = req
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     if !meta_name.is_empty() && meta_name != name {
         return status(
             400,
             "BadRequest",
-            &format!("serviceaccount name {name:?} does not match token request name {meta_name:?}"),
+            &format!(
+                "serviceaccount name {name:?} does not match token request name {meta_name:?}"
+            ),
             None,
         );
     }
-    let meta_ns = req.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("");
+    let meta_ns = req
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     if !meta_ns.is_empty() && meta_ns != ns {
         return status(
             400,
@@ -600,7 +638,12 @@ fn token_request(shared: &Shared, inst: &Instance, ns: &str, name: &str, body: &
             "Secret" => "secrets",
             "Node" => "nodes",
             other => {
-                return status(400, "BadRequest", &format!("cannot bind token to object of type {other}"), None)
+                return status(
+                    400,
+                    "BadRequest",
+                    &format!("cannot bind token to object of type {other}"),
+                    None,
+                )
             }
         };
         // No pods, secrets or nodes exist in the simulator.
@@ -615,7 +658,14 @@ fn token_request(shared: &Shared, inst: &Instance, ns: &str, name: &str, body: &
         None | Some(Value::Null) => 3600,
         Some(v) => match v.as_i64() {
             Some(n) => n,
-            None => return status(400, "BadRequest", "spec.expirationSeconds is not an integer", None),
+            None => {
+                return status(
+                    400,
+                    "BadRequest",
+                    "spec.expirationSeconds is not an integer",
+                    None,
+                )
+            }
         },
     };
     let problem = if expiration < 600 {
@@ -645,7 +695,11 @@ fn token_request(shared: &Shared, inst: &Instance, ns: &str, name: &str, body: &
     let audiences: Vec<String> = req
         .pointer("/spec/audiences")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
         .filter(|a: &Vec<String>| !a.is_empty())
         .unwrap_or_else(|| inst.settings.audiences.clone());
     let now = jwt::now_unix();
@@ -696,14 +750,27 @@ fn token_review(shared: &Shared, inst: &Instance, body: &[u8]) -> Resp {
             )
         }
     };
-    let token = req.pointer("/spec/token").and_then(Value::as_str).unwrap_or("").to_string();
+    let token = req
+        .pointer("/spec/token")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     if token.is_empty() {
-        return status(400, "BadRequest", "token is required for TokenReview in authentication", None);
+        return status(
+            400,
+            "BadRequest",
+            "token is required for TokenReview in authentication",
+            None,
+        );
     }
     let requested: Option<Vec<String>> = req
         .pointer("/spec/audiences")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect()
+        })
         .filter(|a: &Vec<String>| !a.is_empty());
     let a = validation(shared, inst, requested.as_deref()).run(&token, &inst.keys);
     let mut st = json!({ "user": {} });
@@ -719,7 +786,8 @@ fn token_review(shared: &Shared, inst: &Instance, body: &[u8]) -> Resp {
             ],
         });
         if let Some(jti) = &a.jti {
-            user["extra"] = json!({ "authentication.kubernetes.io/credential-id": [format!("JTI={jti}")] });
+            user["extra"] =
+                json!({ "authentication.kubernetes.io/credential-id": [format!("JTI={jti}")] });
         }
         st["user"] = user;
         st["audiences"] = json!(a.audiences);
@@ -758,7 +826,8 @@ pub async fn request(
     path: &str,
     body: Option<&Value>,
 ) -> Result<(u16, String)> {
-    let use_cert = *auth == Auth::Admin && shared.profile.admin_auth == super::tls::AdminAuth::ClientCert;
+    let use_cert =
+        *auth == Auth::Admin && shared.profile.admin_auth == super::tls::AdminAuth::ClientCert;
     let cfg = shared.pki.client_config(use_cert)?;
     let tcp = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, shared.port))
         .await
@@ -780,7 +849,10 @@ pub async fn request(
     match auth {
         Auth::Bearer(t) => builder = builder.header("Authorization", format!("Bearer {t}")),
         Auth::Admin if !use_cert => {
-            builder = builder.header("Authorization", format!("Bearer {}", shared.pki.admin_token))
+            builder = builder.header(
+                "Authorization",
+                format!("Bearer {}", shared.pki.admin_token),
+            )
         }
         _ => {}
     }

@@ -68,7 +68,10 @@ impl DbusDaemon {
             }
             let _ = child.kill();
             let _ = child.wait();
-            bail!("dbus-daemon exited without printing its address: {}", err.trim());
+            bail!(
+                "dbus-daemon exited without printing its address: {}",
+                err.trim()
+            );
         }
         Ok(DbusDaemon {
             child,

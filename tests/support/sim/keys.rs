@@ -376,7 +376,7 @@ fn ec_private_on(curve: ObjectIdentifier, sec1_der: &[u8]) -> Option<Result<Sign
 /// A service-account signing key the simulator can sign with.
 #[derive(Clone)]
 pub enum SigningKey {
-    Rsa(rsa::RsaPrivateKey),
+    Rsa(Box<rsa::RsaPrivateKey>),
     P256(p256::SecretKey),
     P384(p384::SecretKey),
     P521(p521::SecretKey),
@@ -407,7 +407,7 @@ impl SigningKey {
     pub fn sign(&self, message: &[u8]) -> Vec<u8> {
         use rsa::signature::{RandomizedSigner, SignatureEncoding, Signer};
         match self {
-            SigningKey::Rsa(k) => rsa::pkcs1v15::SigningKey::<Sha256>::new(k.clone())
+            SigningKey::Rsa(k) => rsa::pkcs1v15::SigningKey::<Sha256>::new((**k).clone())
                 .sign(message)
                 .to_vec(),
             SigningKey::P256(k) => {
@@ -423,8 +423,7 @@ impl SigningKey {
             SigningKey::P521(k) => {
                 let sk = p521::ecdsa::SigningKey::from_bytes(&k.to_bytes())
                     .expect("a P-521 secret key is a valid signing key");
-                let s: p521::ecdsa::Signature =
-                    sk.sign_with_rng(&mut rand_core::OsRng, message);
+                let s: p521::ecdsa::Signature = sk.sign_with_rng(&mut rand_core::OsRng, message);
                 s.to_bytes().to_vec()
             }
         }
@@ -446,7 +445,7 @@ pub fn parse_signing_key_pem(data: &[u8]) -> Result<SigningKey, SigningKeyError>
             "EC PRIVATE KEY" => ec_private_sec1(der),
             "RSA PRIVATE KEY" => rsa::RsaPrivateKey::from_pkcs1_der(der)
                 .ok()
-                .map(|k| Ok(SigningKey::Rsa(k))),
+                .map(|k| Ok(SigningKey::Rsa(Box::new(k)))),
             "PRIVATE KEY" => pkcs8_private(der),
             _ => None,
         };
@@ -477,7 +476,7 @@ fn pkcs8_private(der: &[u8]) -> Option<Result<SigningKey, String>> {
     if oid == OID_RSA {
         return rsa::RsaPrivateKey::from_pkcs8_der(der)
             .ok()
-            .map(|k| Ok(SigningKey::Rsa(k)));
+            .map(|k| Ok(SigningKey::Rsa(Box::new(k))));
     }
     if oid == OID_EC {
         let curve: ObjectIdentifier = info.algorithm.parameters?.decode_as().ok()?;

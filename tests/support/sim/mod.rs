@@ -119,7 +119,9 @@ pub fn profile(distro: &str) -> Option<Profile> {
         },
         "k3s" => Profile {
             name: "k3s",
-            restart: RestartKind::Systemd { unit: "k3s.service" },
+            restart: RestartKind::Systemd {
+                unit: "k3s.service",
+            },
             kubeconfig: "/etc/rancher/k3s/k3s.yaml",
             names: names("default", "default", "default"),
             admin_auth: AdminAuth::ClientCert,
@@ -319,10 +321,11 @@ impl Cluster {
         };
         let mut seed = [0u8; 16];
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut seed);
-        let accounts: BTreeSet<(String, String)> = [("kube-system", "coredns"), ("kube-system", "kube-proxy")]
-            .iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect();
+        let accounts: BTreeSet<(String, String)> =
+            [("kube-system", "coredns"), ("kube-system", "kube-proxy")]
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect();
 
         let shared = Arc::new(Shared {
             profile: profile.clone(),

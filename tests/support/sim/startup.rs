@@ -16,8 +16,8 @@
 
 use std::path::{Path, PathBuf};
 
-use super::keys::{self, PublicKey, SigningKey, SigningKeyError};
 use super::super::effective::{sa_settings, SaSettings};
+use super::keys::{self, PublicKey, SigningKey, SigningKeyError};
 
 /// How the apiserver process sees the node's files.
 pub struct FileView<'a> {
@@ -355,14 +355,15 @@ pub fn go_url_parse(raw: &str) -> Result<GoUrl, String> {
         if scheme.is_empty() {
             let segment = rest.split('/').next().unwrap_or("");
             if segment.contains(':') {
-                return Err(err_u("first path segment in URL cannot contain colon".into()));
+                return Err(err_u(
+                    "first path segment in URL cannot contain colon".into(),
+                ));
             }
         } else {
             // opaque (`urn:x`): nothing more is checked
             path = "";
         }
-    } else if rest.starts_with("//") {
-        let after = &rest[2..];
+    } else if let Some(after) = rest.strip_prefix("//") {
         let (authority, p) = match after.find('/') {
             Some(i) => (&after[..i], &after[i..]),
             None => (after, ""),
@@ -420,9 +421,8 @@ fn go_unescape(s: &str, host_mode: bool) -> Result<(), String> {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
-            let ok = i + 2 < b.len()
-                && b[i + 1].is_ascii_hexdigit()
-                && b[i + 2].is_ascii_hexdigit();
+            let ok =
+                i + 2 < b.len() && b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit();
             if !ok {
                 let end = (i + 3).min(b.len());
                 return Err(format!("invalid URL escape {:?}", &s[i..end]));

@@ -200,7 +200,11 @@ impl Unit {
 }
 
 /// Connect to the bus, serve the Manager and the unit, own the name.
-pub async fn serve(shared: Arc<Shared>, address: &str, unit: &str) -> anyhow::Result<zbus::Connection> {
+pub async fn serve(
+    shared: Arc<Shared>,
+    address: &str,
+    unit: &str,
+) -> anyhow::Result<zbus::Connection> {
     let manager = Manager {
         shared: shared.clone(),
         unit: unit.to_string(),

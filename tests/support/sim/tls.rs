@@ -105,10 +105,12 @@ impl Pki {
     /// The serving config: HTTP/1.1, client certificates optional (verified
     /// against the simulator CA when presented).
     pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>> {
-        let verifier =
-            rustls::server::WebPkiClientVerifier::builder_with_provider(self.roots()?, Self::provider())
-                .allow_unauthenticated()
-                .build()?;
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            self.roots()?,
+            Self::provider(),
+        )
+        .allow_unauthenticated()
+        .build()?;
         let mut cfg = rustls::ServerConfig::builder_with_provider(Self::provider())
             .with_safe_default_protocol_versions()?
             .with_client_cert_verifier(verifier)
@@ -173,8 +175,7 @@ impl Pki {
         });
         let text = serde_yaml::to_string(&kc)?;
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
     }
