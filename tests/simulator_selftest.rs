@@ -911,6 +911,10 @@ fn discovery_documents_are_served_for_an_https_issuer_only() {
         )
         .unwrap();
     assert_eq!(code, 200);
+    assert!(
+        config.starts_with(r#"{"issuer":"#),
+        "upstream's field order: {config}"
+    );
     let config: Value = serde_json::from_str(&config).unwrap();
     assert_eq!(
         config["issuer"], "https://oidc-b.example.com",
@@ -1085,6 +1089,46 @@ fn starts_are_refused_like_kube_apiserver_refuses_them() {
     );
     let c = Cluster::start_with("microk8s", root.path(), fast()).unwrap();
     assert_eq!(c.status().settings.unwrap().key_files.len(), 2);
+}
+
+#[test]
+fn without_key_files_the_serving_key_verifies_tokens_as_upstream_falls_back() {
+    let key_file = "    - --service-account-key-file=/etc/kubernetes/pki/sa.pub\n";
+    let signing = "    - --service-account-signing-key-file=/etc/kubernetes/pki/sa.key\n";
+    // A signing key but no key file: refused.
+    let e = refusal("kubeadm-default", "kubeadm", MANIFEST, |t| {
+        replace_once(t, key_file, "")
+    });
+    assert!(e.contains("either `--service-account-key-file` or `--service-account-signing-endpoint` must be set"), "{e}");
+
+    // Neither: --tls-private-key-file verifies tokens; no TokenRequest without a signing key.
+    let root = copy_fixture("kubeadm-default");
+    edit(root.path(), MANIFEST, |t| {
+        let t = replace_once(t, key_file, "");
+        let t = replace_once(&t, signing, "");
+        replace_once(&t, "pki/apiserver.key", "pki/sa.key")
+    });
+    let c = Cluster::start_with("kubeadm", root.path(), fast()).unwrap();
+    assert!(c.status().settings.unwrap().key_files.is_empty());
+    assert!(c
+        .token("default", "default", &[])
+        .unwrap_err()
+        .to_string()
+        .contains("404"));
+    let sa_key = root.path().join("etc/kubernetes/pki/sa.key");
+    let kid = kid_of_pem(&root.path().join("etc/kubernetes/pki/sa.pub"));
+    let token = forge(
+        &sa_key,
+        &kid,
+        &json!({
+            "aud": [KUBEADM_ISSUER], "iat": now(), "nbf": now(), "exp": now() + 600,
+            "iss": KUBEADM_ISSUER,
+            "kubernetes.io": { "namespace": "default", "serviceaccount": {
+                "name": "default", "uid": c.service_account_uid("default", "default") } },
+            "sub": "system:serviceaccount:default:default",
+        }),
+    );
+    assert!(c.review(&token).unwrap());
 }
 
 #[test]

@@ -97,6 +97,9 @@ pub async fn stop(shared: &Arc<Shared>) {
 pub async fn start(shared: &Arc<Shared>) -> Result<(), String> {
     let (generation, unreadable, strict) = {
         let mut st = shared.state.lock().unwrap();
+        if st.closed {
+            return Err("(simulator) the cluster is being dropped".into());
+        }
         st.generation += 1;
         st.args.clear();
         st.settings = None;

@@ -240,6 +240,8 @@ pub struct State {
     pub restarts: Vec<(String, String)>,
     pub subscribe_calls: u64,
     pub unit_state: UnitState,
+    /// The cluster is being dropped: no more starts.
+    pub closed: bool,
 }
 
 pub fn account_exists(accounts: &BTreeSet<(String, String)>, ns: &str, name: &str) -> bool {
@@ -353,6 +355,7 @@ impl Cluster {
                 restarts: Vec::new(),
                 subscribe_calls: 0,
                 unit_state: UnitState::Inactive,
+                closed: false,
             }),
             lifecycle: tokio::sync::Mutex::new(()),
         });
@@ -638,6 +641,7 @@ impl Drop for Cluster {
             let conn = self.systemd_conn.take();
             rt.block_on(async move {
                 let _life = shared.lifecycle.lock().await;
+                shared.state.lock().unwrap().closed = true;
                 apiserver::stop(&shared).await;
                 drop(conn);
             });

@@ -282,13 +282,13 @@ fn discovery_documents(
     let mut algs: Vec<&str> = keys.iter().map(PublicKey::alg).collect();
     algs.sort();
     algs.dedup();
-    let config = serde_json::json!({
-        "issuer": issuer,
-        "jwks_uri": jwks_uri,
-        "response_types_supported": ["id_token"],
-        "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": algs,
-    });
+    // Field order as upstream's struct (encoding/json keeps it).
+    let config = format!(
+        r#"{{"issuer":{},"jwks_uri":{},"response_types_supported":["id_token"],"subject_types_supported":["public"],"id_token_signing_alg_values_supported":{}}}"#,
+        serde_json::Value::from(issuer),
+        serde_json::Value::from(jwks_uri),
+        serde_json::Value::from(algs)
+    );
     let jwks = format!(
         r#"{{"keys":[{}]}}"#,
         keys.iter()
@@ -296,7 +296,7 @@ fn discovery_documents(
             .collect::<Vec<_>>()
             .join(",")
     );
-    Some((config.to_string(), jwks))
+    Some((config, jwks))
 }
 
 /// The parts of Go's `url.Parse` result the apiserver looks at.
