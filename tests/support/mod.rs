@@ -5,8 +5,6 @@
 //!   using the crate under test.
 //! - [`tree`]: copy a fixture sysroot into a temp dir and snapshot a tree, for
 //!   "nothing else changed" assertions.
-//! - [`sim`]: a simulated control plane (simulated kube-apiserver, fake
-//!   systemd on a private D-Bus, fake kubelet) for end-to-end tests.
 
 // Each integration test is its own crate and uses only part of this module.
 #![allow(dead_code)]
