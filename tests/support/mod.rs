@@ -5,6 +5,8 @@
 //!   using the crate under test.
 //! - [`tree`]: copy a fixture sysroot into a temp dir and snapshot a tree, for
 //!   "nothing else changed" assertions.
+//! - [`sim`]: a SIMULATED control plane (kube-apiserver, systemd on a private
+//!   D-Bus, the kubelet) for the restart/verify/rollback loop.
 //! - [`issuer_host`]: a local HTTPS server standing in for where discovery
 //!   documents are published, for `verify --public`.
 
@@ -13,6 +15,7 @@
 
 pub mod effective;
 pub mod issuer_host;
+pub mod sim;
 pub mod tree;
 
 pub use effective::{apiserver_args, sa_settings, SaSettings};
