@@ -31,9 +31,14 @@ fn main() {
     for i in 0..runs {
         let issuer = format!("https://oidc.example.com/bench-{i}");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_irsa-agent"));
-        cmd.arg("--root")
-            .arg(dir.path())
-            .args(["-q", "apply", "--issuer", &issuer, "--timeout", "30"]);
+        cmd.arg("--root").arg(dir.path()).args([
+            "-q",
+            "apply",
+            "--issuer",
+            &issuer,
+            "--timeout",
+            "30",
+        ]);
         for (k, v) in cluster.env() {
             cmd.env(k, v);
         }

@@ -14,12 +14,12 @@ use crate::distro::{Profile, RestartMethod};
 use crate::flags::{converge, Desired, Effective, SaState};
 use crate::issuer::{differ_only_by_trailing_slash, Issuer};
 use crate::keys::{self, PrivateKey, PublicKey};
-use crate::node::{self, Node};
 use crate::live::{self, Live};
+use crate::node::{self, Node};
 use crate::output::{Exit, Failure, Outcome};
-use crate::verify;
 use crate::system::fs::{default_owner, Perms};
 use crate::system::{backup, lock, Sysroot};
+use crate::verify;
 use crate::{formats, keycheck};
 
 /// Prefix of every key file irsa-agent installs.
@@ -105,7 +105,11 @@ pub fn run(global: &GlobalOpts, opts: &ApplyOpts) -> Result<Outcome> {
             live::spinner_wanted(global),
         )?)
     };
-    let audience = opts.audiences.first().map(String::as_str).unwrap_or_default();
+    let audience = opts
+        .audiences
+        .first()
+        .map(String::as_str)
+        .unwrap_or_default();
     if !changed {
         if let Some(live) = &live {
             // Converged files: prove the apiserver runs them.
@@ -211,7 +215,12 @@ fn failpoint(name: &str) -> Result<()> {
 }
 
 /// Put the old files back after `cause`, restart, wait: the error to return.
-fn roll_back(live: &Live, node: &Node, backup: &backup::Backup, cause: anyhow::Error) -> anyhow::Error {
+fn roll_back(
+    live: &Live,
+    node: &Node,
+    backup: &backup::Backup,
+    cause: anyhow::Error,
+) -> anyhow::Error {
     let summary = format!("{cause:#}");
     tracing::error!("apply failed after writing: {summary}; rolling back");
     // `restored`: the old files are back; `healthy`: the apiserver is ready on them.

@@ -212,13 +212,22 @@ mod tests {
         ]));
         assert_eq!(
             s.issuers,
-            ["https://new.example.com", "https://kubernetes.default.svc.cluster.local"]
+            [
+                "https://new.example.com",
+                "https://kubernetes.default.svc.cluster.local"
+            ]
         );
         assert_eq!(s.key_files, ["/etc/kubernetes/pki/sa.pub"]);
-        assert_eq!(s.signing_key_file.as_deref(), Some("/etc/kubernetes/pki/sa.key"));
+        assert_eq!(
+            s.signing_key_file.as_deref(),
+            Some("/etc/kubernetes/pki/sa.key")
+        );
         assert_eq!(
             s.api_audiences,
-            ["https://kubernetes.default.svc.cluster.local", "sts.amazonaws.com"]
+            [
+                "https://kubernetes.default.svc.cluster.local",
+                "sts.amazonaws.com"
+            ]
         );
         // Run through an interpreter (a script named kube-apiserver): the
         // script path is not a flag and changes nothing.

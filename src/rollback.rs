@@ -32,7 +32,11 @@ pub fn run(global: &GlobalOpts, opts: &RollbackOpts) -> Result<Outcome> {
         .entries
         .iter()
         .map(|e| {
-            let action = if e.perms.is_some() { "restore" } else { "remove" };
+            let action = if e.perms.is_some() {
+                "restore"
+            } else {
+                "remove"
+            };
             json!({"path": e.path, "action": action})
         })
         .collect();
@@ -44,10 +48,18 @@ pub fn run(global: &GlobalOpts, opts: &RollbackOpts) -> Result<Outcome> {
         "backup {}/{}{}",
         backup::BACKUP_DIR,
         chosen.id,
-        if opts.check { " (--check: nothing changed)" } else { "" }
+        if opts.check {
+            " (--check: nothing changed)"
+        } else {
+            ""
+        }
     ));
     for e in &chosen.entries {
-        let verb = if e.perms.is_some() { "restore" } else { "remove" };
+        let verb = if e.perms.is_some() {
+            "restore"
+        } else {
+            "remove"
+        };
         o.line(format!("  {verb:<8} {}", e.path));
     }
     if opts.check {
@@ -62,7 +74,10 @@ pub fn run(global: &GlobalOpts, opts: &RollbackOpts) -> Result<Outcome> {
     if let Err(e) = backup::restore(&root, &chosen) {
         let undo = backup::restore(&root, &saved);
         return Err(e.context(match undo {
-            Ok(()) => format!("restoring backup {} failed; the files are as they were", chosen.id),
+            Ok(()) => format!(
+                "restoring backup {} failed; the files are as they were",
+                chosen.id
+            ),
             Err(u) => format!(
                 "restoring backup {} failed, and putting the files back failed too ({u:#}); \
                  they are saved in {}",

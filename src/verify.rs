@@ -16,12 +16,12 @@ use serde_json::{json, Value};
 use crate::cli::{GlobalOpts, ServiceAccountRef, VerifyOpts};
 use crate::flags::SaState;
 use crate::issuer::differ_only_by_trailing_slash;
+use crate::keycheck;
 use crate::keys::{PrivateKey, PublicKey};
 use crate::live::{self, Live};
 use crate::node::{self, Node};
 use crate::output::Outcome;
 use crate::system::https;
-use crate::keycheck;
 
 /// Lifetime asked for verification tokens: the shortest the apiserver allows.
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(600);
@@ -65,13 +65,17 @@ impl Jwt {
     pub fn decode(token: &str) -> Result<Self> {
         let parts: Vec<&str> = token.split('.').collect();
         let [h, c, s] = parts[..] else {
-            bail!("the token is not a JWS (it has {} parts, not 3)", parts.len());
+            bail!(
+                "the token is not a JWS (it has {} parts, not 3)",
+                parts.len()
+            );
         };
         let part = |name: &str, b64: &str| -> Result<Value> {
             let bytes = URL_SAFE_NO_PAD
                 .decode(b64)
                 .with_context(|| format!("the token's {name} is not base64url"))?;
-            serde_json::from_slice(&bytes).with_context(|| format!("the token's {name} is not JSON"))
+            serde_json::from_slice(&bytes)
+                .with_context(|| format!("the token's {name} is not JSON"))
         };
         Ok(Self {
             header: part("header", h)?,
@@ -91,7 +95,10 @@ impl Jwt {
     fn audiences(&self) -> Vec<String> {
         match &self.claims["aud"] {
             Value::String(s) => vec![s.clone()],
-            Value::Array(a) => a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+            Value::Array(a) => a
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
             _ => Vec::new(),
         }
     }
@@ -155,7 +162,9 @@ pub fn check(token: &str, expect: &Expect) -> Result<Verified> {
 /// What the token is checked against, from the node's settings `state`.
 pub fn expect_for(node: &Node, state: &SaState, issuer: &str, audience: &str) -> Result<Expect> {
     let sk = state.signing_key_file.as_deref().ok_or_else(|| {
-        anyhow!("no --service-account-signing-key-file is configured: nothing to verify tokens against")
+        anyhow!(
+            "no --service-account-signing-key-file is configured: nothing to verify tokens against"
+        )
     })?;
     let bytes = node
         .root
@@ -175,8 +184,11 @@ pub fn expect_for(node: &Node, state: &SaState, issuer: &str, audience: &str) ->
 /// The token is returned for `--public`; it is never printed.
 pub fn fresh(live: &Live, sa: &ServiceAccountRef, expect: &Expect) -> Result<(String, Verified)> {
     let audiences = [expect.audience.clone()];
-    let token = live
-        .block_on(live.api.token(&sa.namespace, &sa.name, &audiences, TOKEN_LIFETIME))?;
+    let token =
+        live.block_on(
+            live.api
+                .token(&sa.namespace, &sa.name, &audiences, TOKEN_LIFETIME),
+        )?;
     let verified = check(&token, expect)?;
     let review = live.block_on(live.api.review(&token, &audiences))?;
     if !review.authenticated {
@@ -200,7 +212,10 @@ pub struct Published {
 pub async fn check_public(token: &str, ca: Option<&[u8]>) -> Result<Published> {
     let jwt = Jwt::decode(token)?;
     let v = jwt.verified();
-    let discovery_url = format!("{}/.well-known/openid-configuration", v.iss.trim_end_matches('/'));
+    let discovery_url = format!(
+        "{}/.well-known/openid-configuration",
+        v.iss.trim_end_matches('/')
+    );
     let doc = fetch_json(&discovery_url, ca, &v.iss).await?;
     let published_iss = doc["issuer"]
         .as_str()
@@ -231,7 +246,11 @@ pub async fn check_public(token: &str, ca: Option<&[u8]>) -> Result<Published> {
     let Some(jwk) = keys.iter().find(|k| k["kid"].as_str() == Some(&v.kid)) else {
         let kids: Vec<String> = keys
             .iter()
-            .map(|k| k["kid"].as_str().map_or("(no kid)".into(), |s| format!("{s:?}")))
+            .map(|k| {
+                k["kid"]
+                    .as_str()
+                    .map_or("(no kid)".into(), |s| format!("{s:?}"))
+            })
             .collect();
         bail!(
             "the JWKS at {jwks_uri} has no key with kid {:?} (it has {}): STS would fail with \"Couldn't retrieve \
@@ -298,7 +317,10 @@ pub fn run(global: &GlobalOpts, opts: &VerifyOpts) -> Result<Outcome> {
     let issuer = match &opts.issuer {
         Some(i) => i.clone(),
         None => state.issuers.first().cloned().ok_or_else(|| {
-            anyhow!("no --service-account-issuer is configured in {}", node.profile().config)
+            anyhow!(
+                "no --service-account-issuer is configured in {}",
+                node.profile().config
+            )
         })?,
     };
     let expect = expect_for(&node, &state, &issuer, &opts.audience)?;
@@ -317,7 +339,10 @@ pub fn run(global: &GlobalOpts, opts: &VerifyOpts) -> Result<Outcome> {
     o.line(format!("{}: verified", node.profile().title));
     human_claims(&mut o, &verified);
     if let Some(p) = &published {
-        o.line(format!("published:   {} and {} verify the token", p.discovery_url, p.jwks_uri));
+        o.line(format!(
+            "published:   {} and {} verify the token",
+            p.discovery_url, p.jwks_uri
+        ));
     }
     Ok(o)
 }
@@ -384,7 +409,8 @@ mod tests {
     #[test]
     fn every_mismatch_is_named() {
         let (key, expect) = setup(KeyType::EcP256);
-        let err = |h: Value, c: Value| format!("{:#}", check(&sign(&key, h, c), &expect).unwrap_err());
+        let err =
+            |h: Value, c: Value| format!("{:#}", check(&sign(&key, h, c), &expect).unwrap_err());
 
         let (h, mut c) = good(&key);
         c["iss"] = json!("https://kubernetes.default.svc");
@@ -415,6 +441,9 @@ mod tests {
             assert_eq!(PublicKey::from_jwk(&jwk).unwrap(), k);
         }
         let bad = json!({"kty": "oct", "k": "x"});
-        assert!(PublicKey::from_jwk(&bad).unwrap_err().to_string().contains("kty"));
+        assert!(PublicKey::from_jwk(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("kty"));
     }
 }

@@ -23,7 +23,11 @@ use support::{apiserver_args, copy_fixture, sa_settings, snapshot};
 
 /// (fixture, distro, key dir)
 const DISTROS: [(&str, &str, &str); 6] = [
-    ("microk8s-default", "microk8s", "/var/snap/microk8s/current/certs"),
+    (
+        "microk8s-default",
+        "microk8s",
+        "/var/snap/microk8s/current/certs",
+    ),
     ("kubeadm-default", "kubeadm", "/etc/kubernetes/pki"),
     ("minikube-default", "minikube", "/var/lib/minikube/certs"),
     ("k3s-default", "k3s", "/var/lib/rancher/k3s/server/tls"),
@@ -48,7 +52,8 @@ struct Node {
 
 impl Node {
     fn start(fixture: &str, distro: &'static str) -> Node {
-        let turn = static_pod(distro).then(|| PROCESS_TABLE.lock().unwrap_or_else(|e| e.into_inner()));
+        let turn =
+            static_pod(distro).then(|| PROCESS_TABLE.lock().unwrap_or_else(|e| e.into_inner()));
         let dir = copy_fixture(fixture);
         let cluster = Cluster::start_with(
             distro,
@@ -71,8 +76,14 @@ impl Node {
     }
 
     fn irsa(&self) -> Command {
+        let mut c = self.irsa_human();
+        c.args(["--output", "json"]);
+        c
+    }
+
+    fn irsa_human(&self) -> Command {
         let mut c = Command::cargo_bin("irsa-agent").unwrap();
-        c.arg("--root").arg(self.root()).args(["--output", "json"]);
+        c.arg("--root").arg(self.root());
         c.env_remove("DBUS_SYSTEM_BUS_ADDRESS");
         for (k, v) in self.cluster.env() {
             c.env(k, v);
@@ -96,8 +107,14 @@ impl Node {
     /// The settings the simulator runs with now.
     fn running_issuers(&self) -> Vec<String> {
         let s = self.cluster.status();
-        assert!(s.running, "the simulator is not running: {:?}", s.last_start_error);
-        s.settings.expect("a running simulator has settings").issuers
+        assert!(
+            s.running,
+            "the simulator is not running: {:?}",
+            s.last_start_error
+        );
+        s.settings
+            .expect("a running simulator has settings")
+            .issuers
     }
 
     /// The settings the files on disk give, read by the independent reader.
@@ -111,9 +128,28 @@ impl Node {
     fn files(&self) -> BTreeMap<PathBuf, (Vec<u8>, u32)> {
         snapshot(self.root())
             .into_iter()
-            .filter(|(p, _)| !p.starts_with("var/lib/irsa-agent") && !p.starts_with("run"))
+            .filter(|(p, _)| {
+                // irsa-agent's own state, and the directories above it
+                !p.starts_with("var/lib/irsa-agent")
+                    && !Path::new("var/lib/irsa-agent").starts_with(p)
+                    && !p.starts_with("run")
+            })
             .collect()
     }
+}
+
+/// Fail with the paths that differ (not the bytes).
+fn assert_same_files(
+    a: &BTreeMap<PathBuf, (Vec<u8>, u32)>,
+    b: &BTreeMap<PathBuf, (Vec<u8>, u32)>,
+    what: &str,
+) {
+    let differ: Vec<_> = a
+        .keys()
+        .chain(b.keys())
+        .filter(|p| a.get(*p) != b.get(*p))
+        .collect();
+    assert!(differ.is_empty(), "{what}: these differ: {differ:?}");
 }
 
 fn issuer_for(test: &str, distro: &str) -> String {
@@ -154,9 +190,16 @@ fn apply_restarts_verifies_and_keeps_old_tokens_on_every_distro() {
         assert_eq!(v["restart_pending"], false, "{distro}: {v}");
         assert_eq!(v["old_token_authenticated"], true, "{distro}: {v}");
         assert_eq!(v["verified"]["iss"], issuer.as_str(), "{distro}: {v}");
-        assert_eq!(v["verified"]["sub"], "system:serviceaccount:default:default");
+        assert_eq!(
+            v["verified"]["sub"],
+            "system:serviceaccount:default:default"
+        );
         assert!(
-            v["verified"]["aud"].as_array().unwrap().iter().any(|a| a == "sts.amazonaws.com"),
+            v["verified"]["aud"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a == "sts.amazonaws.com"),
             "{distro}: {v}"
         );
 
@@ -167,17 +210,34 @@ fn apply_restarts_verifies_and_keeps_old_tokens_on_every_distro() {
         want.extend(old_issuers.iter().cloned());
         assert_eq!(node.running_issuers(), want, "{distro}");
         if static_pod(distro) {
-            assert!(node.cluster.restarts().is_empty(), "{distro}: no unit to restart");
+            assert!(
+                node.cluster.restarts().is_empty(),
+                "{distro}: no unit to restart"
+            );
         } else {
             let units: Vec<String> = node.cluster.restarts().into_iter().map(|r| r.0).collect();
-            assert_eq!(units.len(), 1, "{distro}: exactly one RestartUnit: {units:?}");
+            assert_eq!(
+                units.len(),
+                1,
+                "{distro}: exactly one RestartUnit: {units:?}"
+            );
         }
 
         // The kid the tool verified is the one the simulator signs with now.
-        let fresh = node.cluster.token("default", "default", &["sts.amazonaws.com"]).unwrap();
-        assert_eq!(v["verified"]["kid"], header_kid(&fresh).as_str(), "{distro}");
+        let fresh = node
+            .cluster
+            .token("default", "default", &["sts.amazonaws.com"])
+            .unwrap();
+        assert_eq!(
+            v["verified"]["kid"],
+            header_kid(&fresh).as_str(),
+            "{distro}"
+        );
         // Pods' old tokens still work; new tokens carry the AWS audience.
-        assert!(node.cluster.review(&old_token).unwrap(), "{distro}: old token rejected");
+        assert!(
+            node.cluster.review(&old_token).unwrap(),
+            "{distro}: old token rejected"
+        );
         assert!(audiences(&fresh).contains(&"sts.amazonaws.com".to_string()));
 
         // A second run changes nothing, restarts nothing, and still verifies.
@@ -189,7 +249,11 @@ fn apply_restarts_verifies_and_keeps_old_tokens_on_every_distro() {
         assert_eq!(v2["changed"], false, "{distro}: {v2}");
         assert_eq!(v2["restarted"], false, "{distro}: {v2}");
         assert_eq!(v2["verified"]["iss"], issuer.as_str(), "{distro}: {v2}");
-        assert_eq!(node.files(), before, "{distro}: a no-op run wrote something");
+        assert_same_files(
+            &node.files(),
+            &before,
+            &format!("{distro}: a no-op run wrote something"),
+        );
         assert_eq!(node.cluster.restarts().len(), restarts, "{distro}");
         assert_eq!(node.cluster.status().generation, generation, "{distro}");
     }
@@ -219,17 +283,28 @@ fn a_new_key_the_apiserver_cannot_read_is_rolled_back_on_every_distro() {
         assert_eq!(v["rolled_back"], true, "{distro}: {v}");
         assert_eq!(v["changed"], false, "{distro}: {v}");
         let msg = v["error"].as_str().unwrap();
-        assert!(msg.contains("back on its old configuration"), "{distro}: {msg}");
+        assert!(
+            msg.contains("back on its old configuration"),
+            "{distro}: {msg}"
+        );
         assert!(!v["backup"].as_str().unwrap().is_empty(), "{distro}: {v}");
 
         // Every byte is back, the generated key files are gone, and the
         // simulator runs the old flags again.
-        assert_eq!(node.files(), before, "{distro}: files differ after rollback");
+        assert_same_files(
+            &node.files(),
+            &before,
+            &format!("{distro}: files differ after rollback"),
+        );
         assert_eq!(node.configured_issuers(), old_issuers, "{distro}");
         node.cluster.wait_ready(Duration::from_secs(10)).unwrap();
         assert_eq!(node.running_issuers(), old_issuers, "{distro}");
         if !static_pod(distro) {
-            assert_eq!(node.cluster.restarts().len(), 2, "{distro}: restart, then restart back");
+            assert_eq!(
+                node.cluster.restarts().len(),
+                2,
+                "{distro}: restart, then restart back"
+            );
         }
     }
 }
@@ -240,17 +315,24 @@ fn a_wrong_issuer_served_fails_verification_and_rolls_back() {
         let node = Node::start(fixture, distro);
         let old_issuers = node.running_issuers();
         let before = node.files();
-        node.cluster
-            .inject(Fault::WrongIssuerOnNextStart("https://wrong.example.com".into()));
+        node.cluster.inject(Fault::WrongIssuerOnNextStart(
+            "https://wrong.example.com".into(),
+        ));
         let issuer = issuer_for("wrong", distro);
 
         let (v, code) = node.run(&["apply", "--issuer", &issuer, "--timeout", "10"]);
         assert_eq!(code, 3, "{distro}: {v}");
         assert_eq!(v["rolled_back"], true, "{distro}: {v}");
         let chain = v["error_chain"].to_string();
-        assert!(chain.contains("verifying a fresh token"), "{distro}: {chain}");
-        assert!(chain.contains("iss is \\\"https://wrong.example.com\\\""), "{distro}: {chain}");
-        assert_eq!(node.files(), before, "{distro}");
+        assert!(
+            chain.contains("verifying a fresh token"),
+            "{distro}: {chain}"
+        );
+        assert!(
+            chain.contains("iss is \\\"https://wrong.example.com\\\""),
+            "{distro}: {chain}"
+        );
+        assert_same_files(&node.files(), &before, &format!("{distro}"));
         node.cluster.wait_ready(Duration::from_secs(10)).unwrap();
         assert_eq!(node.running_issuers(), old_issuers, "{distro}");
     }
@@ -259,15 +341,29 @@ fn a_wrong_issuer_served_fails_verification_and_rolls_back() {
 #[test]
 fn apply_refuses_to_touch_an_unhealthy_apiserver() {
     let node = Node::start("k3s-default", "k3s");
-    node.cluster.stop();
+    // Take it down: a restart on key files it cannot read.
+    node.cluster.inject(Fault::UnreadablePrefix(
+        "/var/lib/rancher/k3s/server/tls/".into(),
+    ));
+    assert!(node.cluster.restart().is_err());
+    assert!(!node.cluster.status().running);
     let before = node.files();
-    let (v, code) = node.run(&["apply", "--issuer", "https://oidc.example.com/down", "--timeout", "1"]);
+    let (v, code) = node.run(&[
+        "apply",
+        "--issuer",
+        "https://oidc.example.com/down",
+        "--timeout",
+        "1",
+    ]);
     assert_eq!(code, 1, "{v}");
     assert_eq!(v["changed"], false, "{v}");
     let msg = v["error"].as_str().unwrap();
     assert!(msg.contains("must be healthy before"), "{msg}");
-    assert!(v["error_chain"].to_string().contains("not ready within 1s"), "{v}");
-    assert_eq!(node.files(), before, "nothing changed");
+    assert!(
+        v["error_chain"].to_string().contains("not ready within 1s"),
+        "{v}"
+    );
+    assert_same_files(&node.files(), &before, "nothing changed");
     assert!(node.cluster.restarts().is_empty(), "nothing restarted");
 }
 
@@ -292,7 +388,13 @@ fn no_restart_leaves_the_apiserver_alone_and_verify_notices() {
     // And apply, with nothing left to write, points at the pending restart.
     let (v, code) = node.run(&["apply", "--issuer", &issuer, "--timeout", "5"]);
     assert_eq!(code, 1, "{v}");
-    assert!(v["error"].as_str().unwrap().contains("restart may be pending"), "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("restart may be pending"),
+        "{v}"
+    );
 }
 
 #[test]
@@ -303,17 +405,26 @@ fn verify_prints_claims_never_the_token() {
     assert_eq!(code, 0, "{v}");
 
     let out = node
-        .irsa()
-        .args(["--output", "human", "verify", "--service-account", "kube-system/default"])
+        .irsa_human()
+        .args(["verify", "--service-account", "kube-system/default"])
         .output()
         .unwrap();
     let stdout = String::from_utf8(out.stdout).unwrap();
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(out.status.success(), "{stdout}{stderr}");
-    assert!(stdout.contains(&format!("token iss:   {issuer}")), "{stdout}");
-    assert!(stdout.contains("system:serviceaccount:kube-system:default"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("token iss:   {issuer}")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("system:serviceaccount:kube-system:default"),
+        "{stdout}"
+    );
     // A JWS starts with base64url of '{"' : no token anywhere in the output.
-    assert!(!stdout.contains(".eyJ") && !stderr.contains(".eyJ"), "{stdout}{stderr}");
+    assert!(
+        !stdout.contains(".eyJ") && !stderr.contains(".eyJ"),
+        "{stdout}{stderr}"
+    );
 
     let (v, code) = node.run(&["verify", "--audience", "vault"]);
     assert_eq!(code, 0, "any audience can be requested: {v}");
@@ -325,7 +436,13 @@ fn verify_prints_claims_never_the_token() {
     assert!(v["error_chain"].to_string().contains("404"), "{v}");
     let (v, code) = node.run(&["verify", "--issuer", "https://other.example.com"]);
     assert_eq!(code, 1, "{v}");
-    assert!(v["error"].as_str().unwrap().contains("expected \"https://other.example.com\""), "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("expected \"https://other.example.com\""),
+        "{v}"
+    );
 }
 
 #[test]
@@ -333,7 +450,12 @@ fn rollback_restores_the_last_backup_and_restarts() {
     let node = Node::start("k0s-default", "k0s");
     let old = node.running_issuers();
     let before = node.files();
-    let (v, code) = node.run(&["apply", "--issuer", &issuer_for("rollback", "k0s"), "--generate-key"]);
+    let (v, code) = node.run(&[
+        "apply",
+        "--issuer",
+        &issuer_for("rollback", "k0s"),
+        "--generate-key",
+    ]);
     assert_eq!(code, 0, "{v}");
     let applied = node.files();
     assert_ne!(applied, before);
@@ -341,14 +463,25 @@ fn rollback_restores_the_last_backup_and_restarts() {
     let (v, code) = node.run(&["rollback", "--check"]);
     assert_eq!(code, 0, "{v}");
     assert_eq!(v["rolled_back"], false);
-    assert!(v["files"].as_array().unwrap().iter().any(|f| f["action"] == "remove"), "{v}");
-    assert_eq!(node.files(), applied, "--check changes nothing");
+    assert!(
+        v["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["action"] == "remove"),
+        "{v}"
+    );
+    assert_same_files(&node.files(), &applied, "--check changes nothing");
 
     let (v, code) = node.run(&["rollback", "--timeout", "30"]);
     assert_eq!(code, 0, "{v}");
     assert_eq!(v["rolled_back"], true, "{v}");
     assert_eq!(v["restarted"], true, "{v}");
-    assert_eq!(node.files(), before, "every byte back, generated keys removed");
+    assert_same_files(
+        &node.files(),
+        &before,
+        "every byte back, generated keys removed",
+    );
     assert_eq!(node.running_issuers(), old);
     assert_eq!(node.cluster.restarts().len(), 2);
 
@@ -377,10 +510,14 @@ fn verify_public_validates_like_sts_and_names_each_problem() {
     // Publish exactly what `discovery` writes for the node's key files.
     let out = tempfile::tempdir().unwrap();
     let mut discovery = Command::cargo_bin("irsa-agent").unwrap();
-    discovery.args(["discovery", "--issuer", &issuer, "--allow-port", "--out"]).arg(out.path());
+    discovery
+        .args(["discovery", "--issuer", &issuer, "--allow-port", "--out"])
+        .arg(out.path());
     for k in v["key_files"].as_array().unwrap() {
         let node_path = k.as_str().unwrap().trim_start_matches('/');
-        discovery.arg("--public-key").arg(node.root().join(node_path));
+        discovery
+            .arg("--public-key")
+            .arg(node.root().join(node_path));
     }
     discovery.assert().success();
     let doc = std::fs::read(out.path().join(".well-known/openid-configuration")).unwrap();
@@ -395,7 +532,10 @@ fn verify_public_validates_like_sts_and_names_each_problem() {
 
     let (v, code) = node.run(&["verify", "--public", "--ca-file", ca]);
     assert_eq!(code, 0, "{v}");
-    assert_eq!(v["public"]["jwks_uri"], format!("{issuer}/openid/v1/jwks").as_str());
+    assert_eq!(
+        v["public"]["jwks_uri"],
+        format!("{issuer}/openid/v1/jwks").as_str()
+    );
 
     let fails = |want: &str| {
         let (v, code) = node.run(&["verify", "--public", "--ca-file", ca]);
@@ -406,7 +546,10 @@ fn verify_public_validates_like_sts_and_names_each_problem() {
     // Not reachable: the host's certificate is not trusted without --ca-file.
     let (v, code) = node.run(&["verify", "--public"]);
     assert_eq!(code, 1, "{v}");
-    assert!(v["error"].as_str().unwrap().contains("is not reachable"), "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("is not reachable"),
+        "{v}"
+    );
     // Not public.
     host.put(JWKS, 403, "<Error><Code>AccessDenied</Code></Error>");
     fails("the document is not public");
@@ -424,8 +567,18 @@ fn verify_public_validates_like_sts_and_names_each_problem() {
     host.put(DOC, 200, doc);
     let mut only_old = Command::cargo_bin("irsa-agent").unwrap();
     only_old
-        .args(["discovery", "--issuer", &issuer, "--allow-port", "--jwks-only", "--public-key"])
-        .arg(node.root().join("var/lib/rancher/k3s/server/tls/service.key"));
+        .args([
+            "discovery",
+            "--issuer",
+            &issuer,
+            "--allow-port",
+            "--jwks-only",
+            "--public-key",
+        ])
+        .arg(
+            node.root()
+                .join("var/lib/rancher/k3s/server/tls/service.key"),
+        );
     let old_jwks = only_old.output().unwrap().stdout;
     host.put(JWKS, 200, old_jwks);
     fails("has no key with kid");

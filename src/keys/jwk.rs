@@ -92,7 +92,9 @@ impl PublicKey {
                 let mut point = vec![0x04];
                 point.extend(field("x")?);
                 point.extend(field("y")?);
-                let bad = |e: p256::elliptic_curve::Error| anyhow!("the JWK is not a valid EC point: {e}");
+                let bad = |e: p256::elliptic_curve::Error| {
+                    anyhow!("the JWK is not a valid EC point: {e}")
+                };
                 match jwk["crv"].as_str() {
                     Some("P-256") => Ok(PublicKey::from_p256(
                         &p256::PublicKey::from_sec1_bytes(&point).map_err(bad)?,

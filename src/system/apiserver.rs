@@ -58,7 +58,11 @@ impl ApiServer {
         for c in kc.clusters.iter_mut().filter_map(|n| n.cluster.as_mut()) {
             resolve(&mut c.certificate_authority);
         }
-        for a in kc.auth_infos.iter_mut().filter_map(|n| n.auth_info.as_mut()) {
+        for a in kc
+            .auth_infos
+            .iter_mut()
+            .filter_map(|n| n.auth_info.as_mut())
+        {
             resolve(&mut a.client_certificate);
             resolve(&mut a.client_key);
             resolve(&mut a.token_file);
@@ -146,7 +150,10 @@ impl ApiServer {
 /// otherwise the whole chain (connection refused, TLS, timeouts).
 fn describe(e: &kube::Error) -> String {
     if let kube::Error::Api(s) = e {
-        return format!("the apiserver answered {} {}: {}", s.code, s.reason, s.message);
+        return format!(
+            "the apiserver answered {} {}: {}",
+            s.code, s.reason, s.message
+        );
     }
     let mut msg = e.to_string();
     let mut source = std::error::Error::source(e);

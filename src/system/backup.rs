@@ -30,6 +30,10 @@ pub struct Backup {
     #[serde(default = "apply_reason")]
     pub reason: String,
     pub entries: Vec<Entry>,
+    /// Directories that did not exist and will be created for new files,
+    /// deepest first: removed again on restore when empty.
+    #[serde(default)]
+    pub created_dirs: Vec<String>,
 }
 
 fn apply_reason() -> String {
@@ -58,6 +62,7 @@ pub fn create(root: &Sysroot, paths: &[String], reason: &str) -> Result<Backup> 
         id,
         reason: reason.to_string(),
         entries: Vec::new(),
+        created_dirs: Vec::new(),
     };
     root.create_dir_all(BACKUP_DIR, 0o700)?;
     root.create_dir_all(&backup.dir(), 0o700)?;
@@ -77,11 +82,24 @@ pub fn create(root: &Sysroot, paths: &[String], reason: &str) -> Result<Backup> 
             root.write_atomic(&copy, &bytes, private)
                 .with_context(|| format!("backing up {path}"))?;
         }
+        if perms.is_none() {
+            let mut dir = path.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+            while !dir.is_empty() && !root.exists(dir) {
+                if !backup.created_dirs.iter().any(|d| d == dir) {
+                    backup.created_dirs.push(dir.to_string());
+                }
+                dir = dir.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+            }
+        }
         backup.entries.push(Entry {
             path: path.clone(),
             perms,
         });
     }
+    // Deepest first, so a parent is tried after its children.
+    backup
+        .created_dirs
+        .sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
     let index = serde_json::to_vec_pretty(&backup)?;
     root.write_atomic(&format!("{}/{INDEX}", backup.dir()), &index, private)?;
     Ok(backup)
@@ -102,6 +120,9 @@ pub fn restore(root: &Sysroot, backup: &Backup) -> Result<()> {
             }
             None => root.remove(&e.path)?,
         }
+    }
+    for dir in &backup.created_dirs {
+        root.remove_dir_if_empty(dir)?;
     }
     Ok(())
 }
@@ -200,7 +221,12 @@ mod tests {
             },
         )
         .unwrap();
-        let b = create(&root, &["/etc/k/a".into(), "/etc/k/new".into()], REASON_APPLY).unwrap();
+        let b = create(
+            &root,
+            &["/etc/k/a".into(), "/etc/k/new".into()],
+            REASON_APPLY,
+        )
+        .unwrap();
         root.write_atomic(
             "/etc/k/a",
             b"changed",

@@ -143,6 +143,25 @@ impl Sysroot {
     }
 }
 
+impl Sysroot {
+    /// Remove `node_dir` if it is empty; a directory that is not empty (or
+    /// gone) is left alone.
+    pub fn remove_dir_if_empty(&self, node_dir: &str) -> Result<()> {
+        match std::fs::remove_dir(self.path(node_dir)) {
+            Ok(()) => Ok(()),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::DirectoryNotEmpty
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e).with_context(|| format!("removing the directory {node_dir}")),
+        }
+    }
+}
+
 /// The one atomic write of the program: a temporary file in the target's
 /// directory (created 0600, so key material never sits in a looser file),
 /// written, given `perms`, fsynced, renamed into place (without `replace`:

@@ -27,7 +27,9 @@ pub struct Response {
 /// GET `url` over HTTPS. `extra_ca`: PEM certificates to trust besides the
 /// system's (a private CA). Errors mean "not reachable": DNS, TCP, TLS, timeout.
 pub async fn get(url: &str, extra_ca: Option<&[u8]>, timeout: Duration) -> Result<Response> {
-    let uri: hyper::Uri = url.parse().with_context(|| format!("{url} is not a valid URL"))?;
+    let uri: hyper::Uri = url
+        .parse()
+        .with_context(|| format!("{url} is not a valid URL"))?;
     if uri.scheme_str() != Some("https") {
         return Err(anyhow!("{url} is not an https URL"));
     }
@@ -39,10 +41,16 @@ pub async fn get(url: &str, extra_ca: Option<&[u8]>, timeout: Duration) -> Resul
         .build();
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
     let request = hyper::Request::get(uri)
-        .header(hyper::header::USER_AGENT, concat!("irsa-agent/", env!("CARGO_PKG_VERSION")))
+        .header(
+            hyper::header::USER_AGENT,
+            concat!("irsa-agent/", env!("CARGO_PKG_VERSION")),
+        )
         .body(Empty::new())?;
     let fetch = async {
-        let res = client.request(request).await.map_err(|e| anyhow!(chain(&e)))?;
+        let res = client
+            .request(request)
+            .await
+            .map_err(|e| anyhow!(chain(&e)))?;
         let status = res.status().as_u16();
         let location = res
             .headers()

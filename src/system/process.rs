@@ -24,7 +24,11 @@ pub fn find(names: &[String]) -> Vec<Process> {
     );
     sys.processes()
         .values()
-        .filter(|p| names.iter().any(|n| p.name().to_string_lossy() == n.as_str()))
+        .filter(|p| {
+            names
+                .iter()
+                .any(|n| p.name().to_string_lossy() == n.as_str())
+        })
         .map(|p| Process {
             pid: p.pid().as_u32(),
             started: p.start_time(),
@@ -39,5 +43,7 @@ pub fn find(names: &[String]) -> Vec<Process> {
 
 /// Seconds since the epoch, rounded down (to compare with [`Process::started`]).
 pub fn epoch_secs(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }

@@ -26,16 +26,24 @@ trait Manager {
 
     /// A job finished: result is done, canceled, timeout, failed, dependency or skipped.
     #[zbus(signal)]
-    fn job_removed(&self, id: u32, job: ObjectPath<'_>, unit: &str, result: &str)
-        -> zbus::Result<()>;
+    fn job_removed(
+        &self,
+        id: u32,
+        job: ObjectPath<'_>,
+        unit: &str,
+        result: &str,
+    ) -> zbus::Result<()>;
 }
 
 /// What restarts the apiserver's unit. Tests run the real implementation
 /// against a private bus; the trait keeps the orchestration independent of it.
 pub trait ServiceManager {
     /// Restart `unit` and wait until systemd reports the job finished.
-    fn restart(&self, unit: &str, timeout: Duration)
-        -> impl std::future::Future<Output = Result<()>>;
+    fn restart(
+        &self,
+        unit: &str,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = Result<()>>;
 }
 
 /// systemd on the system bus.
@@ -81,12 +89,14 @@ impl ServiceManager for Systemd {
             }
             bail!("the D-Bus connection closed before systemd finished restarting {unit}")
         };
-        let result = tokio::time::timeout(timeout, wait).await.with_context(|| {
-            format!(
-                "systemd did not finish restarting {unit} within {}s",
-                timeout.as_secs()
-            )
-        })??;
+        let result = tokio::time::timeout(timeout, wait)
+            .await
+            .with_context(|| {
+                format!(
+                    "systemd did not finish restarting {unit} within {}s",
+                    timeout.as_secs()
+                )
+            })??;
         if result != "done" {
             bail!("systemd could not restart {unit}: the job ended with result {result:?} (see journalctl -u {unit})");
         }
