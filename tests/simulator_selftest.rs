@@ -1206,17 +1206,20 @@ fn signing_keys_are_read_like_keyutil_and_the_token_generator() {
 
     // And a start with an unusable signing key is refused with upstream's words.
     let root = copy_fixture("kubeadm-default");
+    let refusal = || {
+        format!(
+            "{:#}",
+            Cluster::start_with("kubeadm", root.path(), fast())
+                .err()
+                .unwrap()
+        )
+    };
     std::fs::copy(
         k.join("ed25519.pem"),
         root.path().join("etc/kubernetes/pki/sa.key"),
     )
     .unwrap();
-    let e = format!(
-        "{:#}",
-        Cluster::start_with("kubeadm", root.path(), fast())
-            .err()
-            .unwrap()
-    );
+    let e = refusal();
     assert!(
         e.contains("failed to build token generator: unknown private key type ed25519.PrivateKey"),
         "{e}"
@@ -1226,12 +1229,7 @@ fn signing_keys_are_read_like_keyutil_and_the_token_generator() {
         root.path().join("etc/kubernetes/pki/sa.key"),
     )
     .unwrap();
-    let e = format!(
-        "{:#}",
-        Cluster::start_with("kubeadm", root.path(), fast())
-            .err()
-            .unwrap()
-    );
+    let e = refusal();
     assert!(
         e.contains("failed to parse service-account-issuer-key-file: error reading private key file /etc/kubernetes/pki/sa.key: data does not contain a valid RSA or ECDSA private key"),
         "{e}"

@@ -155,15 +155,5 @@ fn describe(e: &kube::Error) -> String {
             s.code, s.reason, s.message
         );
     }
-    let mut msg = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !msg.contains(&text) {
-            msg.push_str(": ");
-            msg.push_str(&text);
-        }
-        source = s.source();
-    }
-    msg
+    super::error_line(e)
 }

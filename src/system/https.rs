@@ -50,7 +50,7 @@ pub async fn get(url: &str, extra_ca: Option<&[u8]>, timeout: Duration) -> Resul
         let res = client
             .request(request)
             .await
-            .map_err(|e| anyhow!(chain(&e)))?;
+            .map_err(|e| anyhow!(super::error_line(&e)))?;
         let status = res.status().as_u16();
         let location = res
             .headers()
@@ -98,19 +98,4 @@ fn client_config(extra_ca: Option<&[u8]>) -> Result<rustls::ClientConfig> {
         .context("TLS protocol versions")?
         .with_root_certificates(roots)
         .with_no_client_auth())
-}
-
-/// An error with its causes on one line (hyper hides the useful part in sources).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !msg.contains(&text) {
-            msg.push_str(": ");
-            msg.push_str(&text);
-        }
-        source = s.source();
-    }
-    msg
 }
