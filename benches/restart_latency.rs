@@ -5,9 +5,13 @@
 //! an ok answer afterwards, i.e. the tool's poll that noticed.
 //!
 //! `cargo bench --bench restart_latency` runs 20 restarts and prints the
-//! distribution; under `cargo test` it runs one as a smoke check.
+//! distribution; under `cargo test` it runs one as a smoke check. Each run
+//! uses a fresh simulator whose start-up delay differs by a few milliseconds,
+//! so the moment of readiness falls at every phase of the tool's poll interval
+//! (one fixed delay would measure only one phase).
 
 #[path = "../tests/support/mod.rs"]
+#[allow(unused_imports)]
 mod support;
 
 use std::process::Command;
@@ -17,18 +21,20 @@ use support::sim::{Cluster, Options};
 
 fn main() {
     let bench = std::env::args().any(|a| a == "--bench");
-    let runs = if bench { 20 } else { 1 };
-    let dir = support::copy_fixture("k3s-default");
-    let cluster = Cluster::start_with(
-        "k3s",
-        dir.path(),
-        Options {
-            startup_delay: Duration::from_millis(700),
-        },
-    )
-    .expect("the simulator starts");
+    let runs: u64 = if bench { 20 } else { 1 };
     let mut latencies = Vec::new();
     for i in 0..runs {
+        let dir = support::copy_fixture("k3s-default");
+        // 600 ms plus 0..60 ms in steps of 3 ms: every phase of a 50 ms poll.
+        let delay = Duration::from_millis(600 + (i * 3) % 60);
+        let cluster = Cluster::start_with(
+            "k3s",
+            dir.path(),
+            Options {
+                startup_delay: delay,
+            },
+        )
+        .expect("the simulator starts");
         let issuer = format!("https://oidc.example.com/bench-{i}");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_irsa-agent"));
         cmd.arg("--root").arg(dir.path()).args([

@@ -215,11 +215,11 @@ fn apply_restarts_verifies_and_keeps_old_tokens_on_every_distro() {
                 "{distro}: no unit to restart"
             );
         } else {
-            let units: Vec<String> = node.cluster.restarts().into_iter().map(|r| r.0).collect();
+            let unit = node.cluster.unit().unwrap().to_string();
             assert_eq!(
-                units.len(),
-                1,
-                "{distro}: exactly one RestartUnit: {units:?}"
+                node.cluster.restarts(),
+                [(unit, "replace".to_string())],
+                "{distro}: exactly one RestartUnit of the distribution's unit, mode replace"
             );
         }
 
