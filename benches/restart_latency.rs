@@ -11,7 +11,6 @@
 //! (one fixed delay would measure only one phase).
 
 #[path = "../tests/support/mod.rs"]
-#[allow(unused_imports)]
 mod support;
 
 use std::process::Command;

@@ -389,6 +389,19 @@ mod tests {
     }
 
     #[test]
+    fn service_accounts_are_namespace_slash_name() {
+        let sa: ServiceAccountRef = "kube-system/coredns".parse().unwrap();
+        assert_eq!(
+            (sa.namespace.as_str(), sa.name.as_str()),
+            ("kube-system", "coredns")
+        );
+        assert_eq!(sa.to_string(), "kube-system/coredns");
+        for bad in ["default", "a/b/c", "/x", "x/", "Default/x"] {
+            assert!(bad.parse::<ServiceAccountRef>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn global_options_work_after_the_command() {
         let cli = Cli::try_parse_from([
             "irsa-agent",

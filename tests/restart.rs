@@ -332,7 +332,7 @@ fn a_wrong_issuer_served_fails_verification_and_rolls_back() {
             chain.contains("iss is \\\"https://wrong.example.com\\\""),
             "{distro}: {chain}"
         );
-        assert_same_files(&node.files(), &before, &format!("{distro}"));
+        assert_same_files(&node.files(), &before, distro);
         node.cluster.wait_ready(Duration::from_secs(10)).unwrap();
         assert_eq!(node.running_issuers(), old_issuers, "{distro}");
     }
@@ -582,4 +582,97 @@ fn verify_public_validates_like_sts_and_names_each_problem() {
     let old_jwks = only_old.output().unwrap().stdout;
     host.put(JWKS, 200, old_jwks);
     fails("has no key with kid");
+}
+
+#[test]
+fn a_failure_at_any_step_after_the_write_rolls_back() {
+    for (fixture, distro) in [("k3s-default", "k3s"), ("kubeadm-default", "kubeadm")] {
+        for step in ["after-write", "after-restart", "during-verify"] {
+            let node = Node::start(fixture, distro);
+            let old = node.running_issuers();
+            let before = node.files();
+            let out = node
+                .irsa()
+                .env("IRSA_AGENT_FAILPOINT", step)
+                .args([
+                    "apply",
+                    "--issuer",
+                    &issuer_for(step, distro),
+                    "--timeout",
+                    "20",
+                ])
+                .output()
+                .unwrap();
+            let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(out.status.code(), Some(3), "{distro} {step}: {v}");
+            assert_eq!(v["rolled_back"], true, "{distro} {step}: {v}");
+            assert_eq!(v["healthy"], true, "{distro} {step}: {v}");
+            assert!(
+                v["error_chain"]
+                    .to_string()
+                    .contains(&format!("failpoint {step}")),
+                "{distro} {step}: {v}"
+            );
+            assert_same_files(&node.files(), &before, &format!("{distro} {step}"));
+            node.cluster.wait_ready(Duration::from_secs(10)).unwrap();
+            assert_eq!(node.running_issuers(), old, "{distro} {step}");
+        }
+    }
+}
+
+#[test]
+fn a_rollback_that_cannot_bring_the_apiserver_back_exits_4() {
+    let node = Node::start("k3s-default", "k3s");
+    // Every key file becomes unreadable from the next start on: the new
+    // configuration fails, and so does the old one.
+    node.cluster.inject(Fault::UnreadablePrefix(
+        "/var/lib/rancher/k3s/server/tls/".into(),
+    ));
+    let before = node.files();
+    let (v, code) = node.run(&[
+        "apply",
+        "--issuer",
+        "https://oidc.example.com/x4",
+        "--timeout",
+        "2",
+    ]);
+    assert_eq!(code, 4, "{v}");
+    assert_eq!(v["rolled_back"], true, "the old files are back: {v}");
+    assert_eq!(v["healthy"], false, "{v}");
+    assert_eq!(v["changed"], false, "{v}");
+    let msg = v["error"].as_str().unwrap();
+    assert!(
+        msg.contains("did not come back") && msg.contains("needs attention"),
+        "{msg}"
+    );
+    assert_same_files(&node.files(), &before, "old files restored");
+    assert_eq!(
+        node.cluster.restarts().len(),
+        2,
+        "restart, then restart back"
+    );
+}
+
+#[test]
+fn rollback_explains_when_there_is_nothing_to_restore() {
+    let node = Node::start("microk8s-default", "microk8s");
+    let (v, code) = node.run(&["rollback"]);
+    assert_eq!(code, 1, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("nothing to roll back"),
+        "{v}"
+    );
+    let (v, code) = node.run(&["rollback", "--backup", "20990101T000000.000000Z"]);
+    assert_eq!(code, 1, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("no complete backup"),
+        "{v}"
+    );
+    let (v, code) = node.run(&["rollback", "--backup", "../../etc"]);
+    assert_eq!(code, 1, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("--backup"), "{v}");
+    assert!(node.cluster.restarts().is_empty());
 }

@@ -11,7 +11,7 @@
 //!   documents are published, for `verify --public`.
 
 // Each integration test is its own crate and uses only part of this module.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod effective;
 pub mod issuer_host;
