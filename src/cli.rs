@@ -241,6 +241,13 @@ pub struct VerifyOpts {
     #[arg(long, value_name = "PATH", requires = "public")]
     pub ca_file: Option<PathBuf>,
 
+    /// Also check the token against the AWS IAM OIDC provider: the
+    /// oidc-provider.json `irsa-agent aws` wrote, or the output of `aws iam
+    /// get-open-id-connect-provider`. Its Url must be the token's iss exactly
+    /// and its ClientIDList must hold the token's audience.
+    #[arg(long, value_name = "PATH")]
+    pub aws_provider: Option<PathBuf>,
+
     #[command(flatten)]
     pub wait: WaitOpts,
 }

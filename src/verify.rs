@@ -274,6 +274,42 @@ pub async fn check_public(token: &str, ca: Option<&[u8]>) -> Result<Published> {
     })
 }
 
+/// Check a token's claims against what AWS IAM holds for the provider
+/// (`Url` with or without `https://`, `ClientIDList`), the two checks behind
+/// STS's "No OpenIDConnect provider found" and "Incorrect token audience".
+pub fn check_aws_provider(provider: &Value, v: &Verified, name: &str) -> Result<()> {
+    let url = provider["Url"]
+        .as_str()
+        .ok_or_else(|| anyhow!("{name} has no \"Url\" string: is it an IAM OIDC provider?"))?;
+    let registered = url.strip_prefix("https://").unwrap_or(url);
+    let iss = v.iss.strip_prefix("https://").unwrap_or(&v.iss);
+    if registered != iss {
+        if differ_only_by_trailing_slash(registered, iss) {
+            bail!(
+                "the IAM provider's Url {url:?} and the token's iss {:?} differ by a trailing slash: STS matches \
+                 them exactly (\"No OpenIDConnect provider found\"). Register the issuer exactly as the apiserver has it",
+                v.iss
+            );
+        }
+        bail!(
+            "the IAM provider's Url {url:?} is not the token's iss {:?}: STS would find no provider for these tokens",
+            v.iss
+        );
+    }
+    let ids: Vec<&str> = provider["ClientIDList"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if !v.aud.iter().any(|a| ids.contains(&a.as_str())) {
+        bail!(
+            "Incorrect token audience: the token's aud {:?} is in none of the IAM provider's ClientIDList {ids:?}; \
+             add the audience as a client ID (aws iam add-client-id-to-open-id-connect-provider)",
+            v.aud
+        );
+    }
+    Ok(())
+}
+
 /// GET a public JSON document; each failure worded the way users meet it.
 async fn fetch_json(url: &str, ca: Option<&[u8]>, issuer: &str) -> Result<Value> {
     let res = https::get(url, ca, PUBLIC_FETCH_TIMEOUT).await.map_err(|e| {
@@ -327,6 +363,14 @@ pub fn run(global: &GlobalOpts, opts: &VerifyOpts) -> Result<Outcome> {
     let live = Live::connect(&node, opts.wait.duration(), live::spinner_wanted(global))?;
     live.wait_ready("before verifying")?;
     let (token, verified) = fresh(&live, &opts.service_account, &expect)?;
+    if let Some(path) = &opts.aws_provider {
+        let bytes =
+            fs_err::read(path).map_err(|e| anyhow!("--aws-provider {}: {e}", path.display()))?;
+        let provider: Value = serde_json::from_slice(&bytes)
+            .with_context(|| format!("--aws-provider {} is not JSON", path.display()))?;
+        let name = format!("--aws-provider {}", path.display());
+        check_aws_provider(&provider, &verified, &name)?;
+    }
     let published = if opts.public {
         Some(live.block_on(check_public(&token, ca.as_deref()))?)
     } else {
@@ -335,13 +379,20 @@ pub fn run(global: &GlobalOpts, opts: &VerifyOpts) -> Result<Outcome> {
     let mut o = Outcome::new();
     o.set("distro", node.profile().name.clone())
         .set("verified", json!(verified))
-        .set("public", json!(published));
+        .set("public", json!(published))
+        .set("aws_provider_ok", opts.aws_provider.is_some());
     o.line(format!("{}: verified", node.profile().title));
     human_claims(&mut o, &verified);
     if let Some(p) = &published {
         o.line(format!(
             "published:   {} and {} verify the token",
             p.discovery_url, p.jwks_uri
+        ));
+    }
+    if let Some(path) = &opts.aws_provider {
+        o.line(format!(
+            "aws:         the IAM provider in {} matches the token's iss and audience",
+            path.display()
         ));
     }
     Ok(o)
@@ -431,6 +482,37 @@ mod tests {
         assert!(forged.contains("signature does not verify"), "{forged}");
 
         assert!(format!("{:#}", check("a.b", &expect).unwrap_err()).contains("not a JWS"));
+    }
+
+    #[test]
+    fn the_aws_provider_must_match_iss_and_audience() {
+        let v = Verified {
+            iss: "https://oidc.example.com/c".into(),
+            aud: vec!["sts.amazonaws.com".into()],
+            kid: "k".into(),
+            sub: "system:serviceaccount:default:default".into(),
+            alg: "RS256".into(),
+            exp: None,
+        };
+        // `irsa-agent aws` writes the scheme; `aws iam get-open-id-connect-provider` does not.
+        for url in ["https://oidc.example.com/c", "oidc.example.com/c"] {
+            let p = json!({"Url": url, "ClientIDList": ["sts.amazonaws.com"]});
+            check_aws_provider(&p, &v, "p").unwrap();
+        }
+        let err = |p: Value| format!("{:#}", check_aws_provider(&p, &v, "p").unwrap_err());
+        assert!(
+            err(json!({"Url": "oidc.example.com/c/", "ClientIDList": ["sts.amazonaws.com"]}))
+                .contains("trailing slash")
+        );
+        assert!(err(
+            json!({"Url": "oidc.example.com/other", "ClientIDList": ["sts.amazonaws.com"]})
+        )
+        .contains("no provider"));
+        assert!(
+            err(json!({"Url": "oidc.example.com/c", "ClientIDList": ["sigstore"]}))
+                .starts_with("Incorrect token audience")
+        );
+        assert!(err(json!({"ClientIDList": []})).contains("no \"Url\""));
     }
 
     #[test]

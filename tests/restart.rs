@@ -582,6 +582,41 @@ fn verify_public_validates_like_sts_and_names_each_problem() {
     let old_jwks = only_old.output().unwrap().stdout;
     host.put(JWKS, 200, old_jwks);
     fails("has no key with kid");
+
+    // The IAM side: the provider `irsa-agent aws` describes must match too.
+    let aws = out.path().join("aws");
+    Command::cargo_bin("irsa-agent")
+        .unwrap()
+        .args(["aws", "--issuer", &issuer, "--allow-port", "--out"])
+        .arg(&aws)
+        .assert()
+        .success();
+    let provider = aws.join("oidc-provider.json");
+    let p = provider.to_str().unwrap();
+    let (v, code) = node.run(&["verify", "--aws-provider", p]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["aws_provider_ok"], true);
+    let (v, code) = node.run(&["verify", "--aws-provider", p, "--audience", "vault"]);
+    assert_eq!(code, 1, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("Incorrect token audience"),
+        "{v}"
+    );
+    let text = std::fs::read_to_string(&provider).unwrap();
+    std::fs::write(
+        &provider,
+        text.replace(&format!("\"{issuer}\""), &format!("\"{issuer}/\"")),
+    )
+    .unwrap();
+    let (v, code) = node.run(&["verify", "--aws-provider", p]);
+    assert_eq!(code, 1, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("trailing slash"),
+        "{v}"
+    );
 }
 
 #[test]
