@@ -221,8 +221,7 @@ fn roll_back(
     backup: &backup::Backup,
     cause: anyhow::Error,
 ) -> anyhow::Error {
-    let summary = format!("{cause:#}");
-    tracing::error!("apply failed after writing: {summary}; rolling back");
+    tracing::warn!("apply failed after writing ({cause}); rolling back");
     // `restored`: the old files are back; `healthy`: the apiserver is ready on them.
     let failure = |exit: Exit, message: String, restored: bool| Failure {
         exit,
@@ -243,7 +242,7 @@ fn roll_back(
         return cause.context(failure(
             Exit::RollbackFailed,
             format!(
-                "apply failed ({summary}) AND restoring backup {} failed ({e:#}): the node still has the NEW \
+                "apply failed after writing AND restoring backup {} failed ({e:#}): the node still has the NEW \
                  configuration. Run `irsa-agent rollback --backup {}` or copy the files back from {}",
                 backup.id,
                 backup.id,
@@ -251,6 +250,10 @@ fn roll_back(
             ),
             false,
         ));
+    }
+    let mut marked = backup.clone();
+    if let Err(e) = backup::mark_undone(&node.root, &mut marked) {
+        tracing::warn!("could not mark backup {} as undone: {e:#}", backup.id);
     }
     let old = node.effective.state();
     let back = live
@@ -260,8 +263,8 @@ fn roll_back(
         Ok(()) => cause.context(failure(
             Exit::RolledBack,
             format!(
-                "apply failed ({summary}); rolled back: the node is back on its old configuration (files restored \
-                 from backup {}, apiserver restarted and ready)",
+                "apply failed after writing and was rolled back: the node is back on its old configuration \
+                 (files restored from backup {}, apiserver restarted and ready)",
                 backup.id
             ),
             true,
@@ -269,7 +272,7 @@ fn roll_back(
         Err(e) => cause.context(failure(
             Exit::RollbackFailed,
             format!(
-                "apply failed ({summary}); the old files were restored from backup {} but the apiserver did not \
+                "apply failed after writing; the old files were restored from backup {} but the apiserver did not \
                  come back ({e:#}): the node needs attention",
                 backup.id
             ),

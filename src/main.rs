@@ -41,8 +41,15 @@ fn init_logging(cli: &Cli) {
         (false, 2) => "debug",
         _ => "trace",
     };
-    let filter =
-        EnvFilter::try_from_env("IRSA_AGENT_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    // kube-rs logs every non-2xx answer at ERROR: while /readyz is polled
+    // those are expected, so its own logs appear only from -vv on.
+    let kube = if cli.global.verbose >= 2 {
+        default
+    } else {
+        "off"
+    };
+    let filter = EnvFilter::try_from_env("IRSA_AGENT_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(format!("{default},kube_client={kube},kube={kube}")));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -76,7 +83,8 @@ fn print_error(mode: OutputMode, command: &Command, err: &anyhow::Error) {
             if let Some(f) = Failure::of(err) {
                 obj.extend(f.json.clone());
             }
-            obj.insert("error".into(), chain[0].clone().into());
+            // The whole chain on one line: what Ansible shows as the task's msg.
+            obj.insert("error".into(), chain.join(": ").into());
             obj.insert("error_chain".into(), chain.clone().into());
             println!("{}", serde_json::Value::Object(obj));
         }

@@ -28,17 +28,16 @@ pub fn run(global: &GlobalOpts, opts: &RollbackOpts) -> Result<Outcome> {
             )
         })?,
     };
+    let differing = backup::differing(&root, &chosen)?;
+    let action = |e: &backup::Entry| match (differing.contains(&e.path), e.perms.is_some()) {
+        (false, _) => "unchanged",
+        (true, true) => "restore",
+        (true, false) => "remove",
+    };
     let actions: Vec<_> = chosen
         .entries
         .iter()
-        .map(|e| {
-            let action = if e.perms.is_some() {
-                "restore"
-            } else {
-                "remove"
-            };
-            json!({"path": e.path, "action": action})
-        })
+        .map(|e| json!({"path": e.path, "action": action(e)}))
         .collect();
     let mut o = Outcome::new();
     o.set("backup", chosen.id.clone())
@@ -55,14 +54,13 @@ pub fn run(global: &GlobalOpts, opts: &RollbackOpts) -> Result<Outcome> {
         }
     ));
     for e in &chosen.entries {
-        let verb = if e.perms.is_some() {
-            "restore"
-        } else {
-            "remove"
-        };
-        o.line(format!("  {verb:<8} {}", e.path));
+        o.line(format!("  {:<9} {}", action(e), e.path));
     }
-    if opts.check {
+    o.set("changed", !differing.is_empty() && !opts.check);
+    if opts.check || differing.is_empty() {
+        if differing.is_empty() {
+            o.line("the files are already as in this backup: nothing to do");
+        }
         o.set("rolled_back", false).set("restarted", false);
         return Ok(o);
     }

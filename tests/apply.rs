@@ -474,7 +474,12 @@ fn assert_refused(root: &Path, args: &[&str], want: &[&str]) {
     let out = irsa(root).args(args).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stdout.is_empty());
-    assert!(String::from_utf8_lossy(&out.stderr).contains(err));
+    let first = v["error_chain"][0].as_str().unwrap();
+    assert!(
+        err.starts_with(first),
+        "error starts with the chain's first line"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("error: {first}")));
 }
 
 #[test]

@@ -489,6 +489,21 @@ fn rollback_restores_the_last_backup_and_restarts() {
     let saved = v["saved"].as_str().unwrap();
     let saved_dir = node.root().join("var/lib/irsa-agent/backups").join(saved);
     assert!(saved_dir.join("files/etc/k0s/k0s.yaml").is_file());
+
+    // A second rollback finds nothing to change and restarts nothing.
+    let (v, code) = node.run(&["rollback"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["changed"], false, "{v}");
+    assert_eq!(v["restarted"], false, "{v}");
+    assert!(
+        v["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["action"] == "unchanged"),
+        "{v}"
+    );
+    assert_eq!(node.cluster.restarts().len(), 2);
 }
 
 #[test]
@@ -710,4 +725,22 @@ fn rollback_explains_when_there_is_nothing_to_restore() {
     assert_eq!(code, 1, "{v}");
     assert!(v["error"].as_str().unwrap().contains("--backup"), "{v}");
     assert!(node.cluster.restarts().is_empty());
+}
+
+#[test]
+fn rollback_skips_an_apply_that_undid_itself() {
+    let node = Node::start("rke2-default", "rke2");
+    let original = node.files();
+    let (v, code) = node.run(&["apply", "--issuer", &issuer_for("first", "rke2")]);
+    assert_eq!(code, 0, "{v}");
+    node.cluster.inject(Fault::WrongIssuerOnNextStart(
+        "https://wrong.example.com".into(),
+    ));
+    let (v, code) = node.run(&["apply", "--issuer", &issuer_for("second", "rke2")]);
+    assert_eq!(code, 3, "{v}");
+    // The failed apply changed nothing in the end: rollback undoes the first one.
+    let (v, code) = node.run(&["rollback"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["rolled_back"], true, "{v}");
+    assert_same_files(&node.files(), &original, "back to before the first apply");
 }

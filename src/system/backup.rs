@@ -30,6 +30,10 @@ pub struct Backup {
     #[serde(default = "apply_reason")]
     pub reason: String,
     pub entries: Vec<Entry>,
+    /// Set when `apply` put these files back itself after a failure: that
+    /// apply never took effect, so `rollback` does not pick this backup.
+    #[serde(default)]
+    pub undone: bool,
     /// Directories that did not exist and will be created for new files,
     /// deepest first: removed again on restore when empty.
     #[serde(default)]
@@ -63,6 +67,7 @@ pub fn create(root: &Sysroot, paths: &[String], reason: &str) -> Result<Backup> 
         reason: reason.to_string(),
         entries: Vec::new(),
         created_dirs: Vec::new(),
+        undone: false,
     };
     root.create_dir_all(BACKUP_DIR, 0o700)?;
     root.create_dir_all(&backup.dir(), 0o700)?;
@@ -127,6 +132,45 @@ pub fn restore(root: &Sysroot, backup: &Backup) -> Result<()> {
     Ok(())
 }
 
+/// The files of `backup` whose current state differs from the copy (or that
+/// exist although the run created them): what a restore would change.
+pub fn differing(root: &Sysroot, backup: &Backup) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for e in &backup.entries {
+        let now = root.read_bytes_optional(&e.path)?;
+        let same = match (e.perms, now) {
+            (None, None) => true,
+            (Some(perms), Some(bytes)) => {
+                root.read_bytes_optional(&backup.copy_path(&e.path))?
+                    .as_ref()
+                    == Some(&bytes)
+                    && root.perms(&e.path)?.map(|p| p.mode) == Some(perms.mode)
+            }
+            _ => false,
+        };
+        if !same {
+            out.push(e.path.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// Record in the backup's index that `apply` undid its own change.
+pub fn mark_undone(root: &Sysroot, backup: &mut Backup) -> Result<()> {
+    backup.undone = true;
+    let (uid, gid) = default_owner();
+    let index = serde_json::to_vec_pretty(&*backup)?;
+    root.write_atomic(
+        &format!("{}/{INDEX}", backup.dir()),
+        &index,
+        Perms {
+            mode: 0o600,
+            uid,
+            gid,
+        },
+    )
+}
+
 /// The backup named `id` (a directory name under [`BACKUP_DIR`]).
 pub fn load(root: &Sysroot, id: &str) -> Result<Backup> {
     if id.is_empty() || id.contains('/') || id.starts_with('.') {
@@ -139,7 +183,7 @@ pub fn load(root: &Sysroot, id: &str) -> Result<Backup> {
     serde_json::from_slice(&bytes).with_context(|| index.clone())
 }
 
-/// The most recent complete backup made by `apply`.
+/// The most recent complete backup made by an `apply` that took effect.
 pub fn latest(root: &Sysroot) -> Result<Option<Backup>> {
     let dir = root.path(BACKUP_DIR);
     let mut ids: Vec<String> = match std::fs::read_dir(&dir) {
@@ -155,7 +199,7 @@ pub fn latest(root: &Sysroot) -> Result<Option<Backup>> {
         if let Some(bytes) = root.read_bytes_optional(&format!("{BACKUP_DIR}/{id}/{INDEX}"))? {
             let b: Backup = serde_json::from_slice(&bytes)
                 .with_context(|| format!("{BACKUP_DIR}/{id}/{INDEX}"))?;
-            if b.reason == REASON_APPLY {
+            if b.reason == REASON_APPLY && !b.undone {
                 return Ok(Some(b));
             }
         }
@@ -254,7 +298,9 @@ mod tests {
         let r = create(&root, &["/etc/k/a".into()], REASON_ROLLBACK).unwrap();
         assert_ne!(r.id, b.id);
         assert_eq!(latest(&root).unwrap().as_ref(), Some(&b));
+        assert_eq!(differing(&root, &b).unwrap(), ["/etc/k/a", "/etc/k/new"]);
         restore(&root, &b).unwrap();
+        assert!(differing(&root, &b).unwrap().is_empty());
         assert_eq!(std::fs::read(root.path("/etc/k/a")).unwrap(), b"old");
         assert_eq!(root.perms("/etc/k/a").unwrap().unwrap().mode, 0o640);
         assert!(!root.exists("/etc/k/new"));
@@ -263,5 +309,10 @@ mod tests {
             ["a"],
             "nothing else left behind"
         );
+        // An apply that undid itself is not "the last backup" either.
+        let mut b = b;
+        mark_undone(&root, &mut b).unwrap();
+        assert!(load(&root, &b.id).unwrap().undone);
+        assert_eq!(latest(&root).unwrap(), None);
     }
 }
