@@ -80,7 +80,7 @@ pub struct Plan {
 }
 
 pub fn run(global: &GlobalOpts, opts: &ApplyOpts) -> Result<Outcome> {
-    let issuer = Issuer::from_flag(&opts.issuer, opts.allow_port)?;
+    let issuer = Issuer::from_flag(opts.issuer()?, opts.allow_port)?;
     for a in &opts.audiences {
         check_audience(a)?;
     }

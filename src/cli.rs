@@ -106,17 +106,37 @@ pub enum Command {
     Discovery(DiscoveryOpts),
     /// Write the AWS IAM OIDC provider input and a role trust policy.
     Aws(AwsOpts),
+    /// Write the man pages and the bash, zsh and fish completions generated
+    /// from this command line into DIR (for packaging).
+    #[command(hide = true)]
+    Generate(GenerateOpts),
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateOpts {
+    /// Output directory: man pages go to DIR/man, completions to DIR/completions.
+    #[arg(value_name = "DIR")]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Args)]
 pub struct DetectOpts {}
 
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Clone)]
 pub struct ApplyOpts {
     /// The issuer URL to sign new tokens with (https, no query, no fragment).
-    /// Discovery documents must be served under it.
+    /// Discovery documents must be served under it. Required unless the
+    /// config file sets `issuer`.
     #[arg(long, value_name = "URL")]
-    pub issuer: String,
+    pub issuer: Option<String>,
+
+    /// The desired state as YAML (issuer, audiences, signing_key,
+    /// generate_key, key_type, public_keys, service_account, timeout,
+    /// no_restart, allow_port); flags given here override it. Read on the host,
+    /// relative paths in it are relative to it. Default: /etc/irsa-agent/config.yaml
+    /// if it exists and no --root is given.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
 
     /// An audience tokens may be issued for (repeatable). Added to every audience
     /// the apiserver already accepts.
@@ -170,6 +190,18 @@ pub struct ApplyOpts {
     /// Allow an issuer URL with a port (AWS rejects such issuers).
     #[arg(long)]
     pub allow_port: bool,
+}
+
+impl ApplyOpts {
+    /// The issuer, from the flag or the config file.
+    pub fn issuer(&self) -> anyhow::Result<&str> {
+        self.issuer.as_deref().ok_or_else(|| {
+            anyhow::anyhow!(
+                "no issuer: pass --issuer URL, or set `issuer:` in the config file (--config PATH, default {})",
+                crate::config::DEFAULT_PATH
+            )
+        })
+    }
 }
 
 /// How long to wait for the apiserver.

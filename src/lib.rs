@@ -6,10 +6,12 @@
 
 pub mod apply;
 pub mod cli;
+pub mod config;
 pub mod detect;
 pub mod distro;
 pub mod flags;
 pub mod formats;
+pub mod generate;
 pub mod issuer;
 pub mod keycheck;
 pub mod keys;

@@ -1,24 +1,30 @@
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use irsa_agent::cli::{Cli, Command, OutputMode};
 use irsa_agent::output::{error_chain, Exit, Failure, Outcome};
-use irsa_agent::{apply, detect, keys, rollback, verify};
+use irsa_agent::{apply, config, detect, generate, keys, rollback, verify};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     init_logging(&cli);
     let mode = cli.global.output;
     let result = match &cli.command {
         Command::Detect(o) => detect::run(&cli.global, o),
-        Command::Apply(o) => apply::run(&cli.global, o),
+        // The config file fills in the flags not given (matches tell which).
+        Command::Apply(o) => {
+            config::apply_opts(&cli.global, o, matches.subcommand_matches("apply"))
+                .and_then(|o| apply::run(&cli.global, &o))
+        }
         Command::Verify(o) => verify::run(&cli.global, o),
         Command::Rollback(o) => rollback::run(&cli.global, o),
         Command::Keygen(o) => keys::commands::keygen(o),
         Command::Discovery(o) => keys::commands::discovery(o),
         Command::Aws(o) => keys::commands::aws(o),
+        Command::Generate(o) => generate::run(o),
     };
     match result {
         Ok(outcome) => {

@@ -1,0 +1,222 @@
+//! `irsa-agent generate DIR` (hidden): the man pages and shell completions,
+//! generated from the clap definitions so they cannot drift from `--help`.
+//! Packaging (`packaging/build-assets.sh`) runs it before the .deb, the .rpm
+//! and `install.sh` pick the files up.
+
+use std::io::Write;
+
+use anyhow::{Context, Result};
+use clap::CommandFactory;
+use clap_complete::Shell;
+use roff::{bold, italic, roman, Roff};
+
+use crate::cli::{Cli, GenerateOpts, EXIT_CODES};
+use crate::output::Outcome;
+
+/// The completion files, by shell: (shell, file name).
+pub const COMPLETIONS: [(Shell, &str); 3] = [
+    (Shell::Bash, "irsa-agent.bash"),
+    (Shell::Zsh, "_irsa-agent"),
+    (Shell::Fish, "irsa-agent.fish"),
+];
+
+pub fn run(opts: &GenerateOpts) -> Result<Outcome> {
+    let mut written = Vec::new();
+    let man_dir = opts.out.join("man");
+    fs_err::create_dir_all(&man_dir)?;
+    for (name, page) in man_pages()? {
+        let path = man_dir.join(name);
+        fs_err::write(&path, page)?;
+        written.push(path);
+    }
+    let comp_dir = opts.out.join("completions");
+    fs_err::create_dir_all(&comp_dir)?;
+    for (shell, name) in COMPLETIONS {
+        let mut buf = Vec::new();
+        clap_complete::generate(shell, &mut Cli::command(), "irsa-agent", &mut buf);
+        let path = comp_dir.join(name);
+        fs_err::write(&path, buf)?;
+        written.push(path);
+    }
+    let mut o = Outcome::new();
+    for p in &written {
+        o.line(p.display().to_string());
+    }
+    o.set(
+        "files",
+        written
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>(),
+    );
+    Ok(o)
+}
+
+/// Every man page: `irsa-agent.1` and one `irsa-agent-<command>.1` per
+/// (visible) command, as (file name, roff source).
+pub fn man_pages() -> Result<Vec<(String, Vec<u8>)>> {
+    let mut cmd = Cli::command().disable_help_subcommand(true);
+    cmd.build();
+    let subs: Vec<clap::Command> = cmd
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set())
+        .cloned()
+        .collect();
+    let mut pages = vec![("irsa-agent.1".to_string(), main_page(&cmd, &subs)?)];
+    for sub in subs {
+        let man = clap_mangen::Man::new(sub.clone());
+        let mut page = Vec::new();
+        man.render(&mut page)
+            .with_context(|| format!("rendering the man page of {}", sub.get_name()))?;
+        let mut extra = Roff::default();
+        see_also(&mut extra, &[]);
+        extra.to_writer(&mut page).context("rendering SEE ALSO")?;
+        pages.push((man.get_filename(), page));
+    }
+    Ok(pages)
+}
+
+/// The main page: clap_mangen's sections, then EXIT STATUS, FILES and SEE
+/// ALSO written here (clap's after_help would be a plain "EXTRA" section).
+fn main_page(cmd: &clap::Command, subs: &[clap::Command]) -> Result<Vec<u8>> {
+    let man = clap_mangen::Man::new(cmd.clone());
+    let mut page = Vec::new();
+    man.render_title(&mut page)?;
+    man.render_name_section(&mut page)?;
+    man.render_synopsis_section(&mut page)?;
+    man.render_description_section(&mut page)?;
+    man.render_options_section(&mut page)?;
+    man.render_subcommands_section(&mut page)?;
+
+    let mut r = Roff::default();
+    r.control("SH", ["EXIT STATUS"]);
+    for (code, meaning) in exit_codes() {
+        r.control("TP", []);
+        r.text([bold(code)]);
+        r.text([roman(meaning)]);
+    }
+    r.control("SH", ["FILES"]);
+    for (path, what) in [
+        (
+            crate::config::DEFAULT_PATH,
+            "The desired state apply reads when its flags are absent (see irsa-agent-apply(1)); \
+             unknown keys are an error naming the line.",
+        ),
+        (
+            crate::system::backup::BACKUP_DIR,
+            "One directory per apply that wrote something: the files as they were, for rollback.",
+        ),
+        (
+            "/usr/lib/systemd/system/irsa-agent.service",
+            "A oneshot unit running apply with the config file, to converge the node at boot \
+             (not enabled by the package).",
+        ),
+    ] {
+        r.control("TP", []);
+        r.text([italic(path)]);
+        r.text([roman(what)]);
+    }
+    see_also(
+        &mut r,
+        &subs
+            .iter()
+            .map(|s| format!("irsa-agent-{}", s.get_name()))
+            .collect::<Vec<_>>(),
+    );
+    r.to_writer(&mut page)
+        .context("rendering the extra sections")?;
+    man.render_version_section(&mut page)?;
+    page.flush()?;
+    Ok(page)
+}
+
+fn see_also(r: &mut Roff, pages: &[String]) {
+    r.control("SH", ["SEE ALSO"]);
+    let mut refs: Vec<String> = if pages.is_empty() {
+        vec!["irsa-agent(1)".to_string()]
+    } else {
+        pages.iter().map(|p| format!("{p}(1)")).collect()
+    };
+    refs.push("systemctl(1)".to_string());
+    r.text([roman(refs.join(", "))]);
+}
+
+/// The exit codes of `--help` as (code, meaning) pairs.
+pub fn exit_codes() -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for line in EXIT_CODES.lines().skip(1) {
+        let t = line.trim_start();
+        let indent = line.len() - t.len();
+        match t.split_once("  ") {
+            Some((code, rest)) if indent == 2 && code.parse::<u8>().is_ok() => {
+                out.push((code.to_string(), rest.trim().to_string()));
+            }
+            _ => {
+                if let Some(last) = out.last_mut() {
+                    last.1.push(' ');
+                    last.1.push_str(t);
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_come_from_the_help_text() {
+        let codes = exit_codes();
+        let numbers: Vec<&str> = codes.iter().map(|(c, _)| c.as_str()).collect();
+        assert_eq!(numbers, ["0", "1", "2", "3", "4"]);
+        assert!(
+            codes[3].1.contains("rolled back") && codes[3].1.contains("old configuration again")
+        );
+        assert!(
+            codes[4].1.ends_with("then `irsa-agent rollback`)"),
+            "{}",
+            codes[4].1
+        );
+    }
+
+    #[test]
+    fn a_page_per_visible_command_and_none_for_generate() {
+        let pages = man_pages().unwrap();
+        let names: Vec<&str> = pages.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "irsa-agent.1",
+                "irsa-agent-detect.1",
+                "irsa-agent-apply.1",
+                "irsa-agent-verify.1",
+                "irsa-agent-rollback.1",
+                "irsa-agent-keygen.1",
+                "irsa-agent-discovery.1",
+                "irsa-agent-aws.1"
+            ]
+        );
+        // roff escapes every '-' as '\-'.
+        let text = |page: &[u8]| {
+            String::from_utf8(page.to_vec())
+                .unwrap()
+                .replace("\\-", "-")
+        };
+        let main = text(&pages[0].1);
+        for want in [
+            ".SH \"EXIT STATUS\"",
+            "/etc/irsa-agent/config.yaml",
+            "irsa-agent-apply(1)",
+        ] {
+            assert!(main.contains(want), "{want} missing from the main page");
+        }
+        assert!(
+            !main.contains("generate"),
+            "the hidden command leaked into the man page"
+        );
+        let apply = text(&pages[2].1);
+        assert!(apply.contains("--config") && apply.contains("--issuer"));
+    }
+}
