@@ -201,6 +201,9 @@ def main():
             stderr=stderr,
         )
     result["rc"] = rc
+    # Ansible shows these as [WARNING] lines.
+    for warning in result.pop("warnings", None) or []:
+        module.warn(warning)
     if rc != 0 or "error" in result:
         msg = result.pop("error", None) or stderr.strip() or "irsa-agent failed with exit code %d" % rc
         result.setdefault("changed", False)
