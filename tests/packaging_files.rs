@@ -140,7 +140,10 @@ fn every_source_exists_or_is_generated() {
         .map(|e| e.source.clone())
         .collect();
     listed.sort();
-    assert_eq!(listed, generated, "files.txt and `irsa-agent generate` differ");
+    assert_eq!(
+        listed, generated,
+        "files.txt and `irsa-agent generate` differ"
+    );
     for e in list.values() {
         if e.source.starts_with("target/") {
             continue;
