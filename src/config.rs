@@ -109,13 +109,14 @@ impl ConfigFile {
 }
 
 /// The config file `apply` reads: `--config`, else [`DEFAULT_PATH`] when it
-/// exists and no `--root` is given, else none.
+/// exists and no `--root` (other than `/`) is given, else none.
 pub fn config_path(global: &GlobalOpts, opts: &ApplyOpts) -> Option<PathBuf> {
     if let Some(p) = &opts.config {
         return Some(p.clone());
     }
     let default = Path::new(DEFAULT_PATH);
-    (global.root.is_none() && default.exists()).then(|| default.to_path_buf())
+    let on_host = global.root.as_deref().is_none_or(|r| r == Path::new("/"));
+    (on_host && default.exists()).then(|| default.to_path_buf())
 }
 
 /// `apply`'s options with the config file merged in: a flag given on the
