@@ -255,9 +255,7 @@ fn roll_back(
         tracing::warn!("could not mark backup {} as undone: {e:#}", backup.id);
     }
     let old = node.effective.state();
-    let back = live
-        .restart(&old, SystemTime::now())
-        .and_then(|()| live.wait_ready("after the rollback").map(|_| ()));
+    let back = live.restart_and_wait(&old, "after the rollback");
     match back {
         Ok(()) => cause.context(failure(
             Exit::RolledBack,
