@@ -115,10 +115,9 @@ pub fn run(global: &GlobalOpts, opts: &ApplyOpts) -> Result<Outcome> {
             // Converged files: prove the apiserver runs them.
             live.wait_ready("to verify")?;
             let expect = verify::expect_for(&node, &plan.target, issuer.as_str(), audience)?;
-            let (_, v) = verify::fresh(live, &opts.service_account, &expect).context(
-                "the files are already converged but the running apiserver does not match them: a restart may be \
-                 pending from an earlier `apply --no-restart`; restart the apiserver, then run apply again",
-            )?;
+            let hint = "the files are already converged but the running apiserver does not match them: a restart \
+                        may be pending from an earlier `apply --no-restart`; restart the apiserver, then run apply again";
+            let (_, v) = verify::fresh(live, &opts.service_account, &expect, Some(hint))?;
             done.verified = Some(v);
         }
         return Ok(report(&node, opts, &plan, &done));
@@ -191,8 +190,8 @@ fn restart_and_verify(
     live.wait_ready("after the restart")?;
     let issuer = &plan.target.issuers[0];
     let expect = verify::expect_for(node, &plan.target, issuer, audience)?;
-    let (_, verified) =
-        verify::fresh(live, &opts.service_account, &expect).context("verifying a fresh token")?;
+    let (_, verified) = verify::fresh(live, &opts.service_account, &expect, None)
+        .context("verifying a fresh token")?;
     failpoint("during-verify")?;
     let review = live
         .block_on(live.api.review(old_token, &[]))
@@ -256,9 +255,7 @@ fn roll_back(
         tracing::warn!("could not mark backup {} as undone: {e:#}", backup.id);
     }
     let old = node.effective.state();
-    let back = live
-        .restart(&old, SystemTime::now())
-        .and_then(|()| live.wait_ready("after the rollback").map(|_| ()));
+    let back = live.restart_and_wait(&old, "after the rollback");
     match back {
         Ok(()) => cause.context(failure(
             Exit::RolledBack,

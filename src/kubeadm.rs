@@ -66,21 +66,7 @@ mod tests {
     use super::*;
 
     fn state() -> SaState {
-        SaState {
-            issuers: vec![
-                "https://oidc.example.com".into(),
-                "https://kubernetes.default.svc.cluster.local".into(),
-            ],
-            key_files: vec![
-                "/etc/kubernetes/pki/sa.pub".into(),
-                "/etc/kubernetes/pki/new.pub".into(),
-            ],
-            signing_key_file: Some("/etc/kubernetes/pki/new.key".into()),
-            api_audiences: vec![
-                "https://kubernetes.default.svc.cluster.local".into(),
-                "sts.amazonaws.com".into(),
-            ],
-        }
+        crate::flags::sample_kubeadm_target()
     }
 
     #[test]

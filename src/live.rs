@@ -131,6 +131,13 @@ impl Live {
             }
         }
     }
+
+    /// [`Live::restart`] from now, then [`Live::wait_ready`]: how a restored
+    /// configuration is brought back.
+    pub fn restart_and_wait(&self, expect: &SaState, when: &str) -> Result<()> {
+        self.restart(expect, SystemTime::now())?;
+        self.wait_ready(when).map(|_| ())
+    }
 }
 
 /// The service-account settings a process command line carries.

@@ -2,8 +2,6 @@
 //! default) and restart the apiserver. The files it overwrites are backed up
 //! first, so nothing is lost.
 
-use std::time::SystemTime;
-
 use anyhow::{anyhow, Context, Result};
 use serde_json::json;
 
@@ -96,9 +94,8 @@ pub fn run(global: &GlobalOpts, opts: &RollbackOpts) -> Result<Outcome> {
         let node = node::inspect(root, global.distro.as_deref())
             .context("reading the restored configuration")?;
         let live = Live::connect(&node, opts.wait.duration(), live::spinner_wanted(global))?;
-        live.restart(&node.effective.state(), SystemTime::now())
+        live.restart_and_wait(&node.effective.state(), "after the rollback")
             .context("restarting the apiserver on the restored files")?;
-        live.wait_ready("after the rollback")?;
         restarted = true;
         o.line("restart:     done, apiserver ready");
     } else {

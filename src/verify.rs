@@ -181,15 +181,24 @@ pub fn expect_for(node: &Node, state: &SaState, issuer: &str, audience: &str) ->
 }
 
 /// Ask for a fresh token, check it, and have the apiserver authenticate it.
-/// The token is returned for `--public`; it is never printed.
-pub fn fresh(live: &Live, sa: &ServiceAccountRef, expect: &Expect) -> Result<(String, Verified)> {
+/// The token is returned for `--public`; it is never printed. `hint` is added
+/// to a failed check of the token's claims (not to a failed request).
+pub fn fresh(
+    live: &Live,
+    sa: &ServiceAccountRef,
+    expect: &Expect,
+    hint: Option<&'static str>,
+) -> Result<(String, Verified)> {
     let audiences = [expect.audience.clone()];
     let token =
         live.block_on(
             live.api
                 .token(&sa.namespace, &sa.name, &audiences, TOKEN_LIFETIME),
         )?;
-    let verified = check(&token, expect)?;
+    let verified = match (check(&token, expect), hint) {
+        (Err(e), Some(h)) => return Err(e.context(h)),
+        (r, _) => r?,
+    };
     let review = live.block_on(live.api.review(&token, &audiences))?;
     if !review.authenticated {
         bail!(
@@ -362,7 +371,7 @@ pub fn run(global: &GlobalOpts, opts: &VerifyOpts) -> Result<Outcome> {
     let expect = expect_for(&node, &state, &issuer, &opts.audience)?;
     let live = Live::connect(&node, opts.wait.duration(), live::spinner_wanted(global))?;
     live.wait_ready("before verifying")?;
-    let (token, verified) = fresh(&live, &opts.service_account, &expect)?;
+    let (token, verified) = fresh(&live, &opts.service_account, &expect, None)?;
     if let Some(path) = &opts.aws_provider {
         let bytes =
             fs_err::read(path).map_err(|e| anyhow!("--aws-provider {}: {e}", path.display()))?;

@@ -395,6 +395,22 @@ fn no_restart_leaves_the_apiserver_alone_and_verify_notices() {
             .contains("restart may be pending"),
         "{v}"
     );
+    // A failed request is not blamed on a pending restart.
+    let (v, code) = node.run(&[
+        "apply",
+        "--issuer",
+        &issuer,
+        "--service-account",
+        "default/nobody",
+        "--timeout",
+        "5",
+    ]);
+    assert_eq!(code, 1, "{v}");
+    let msg = v["error"].as_str().unwrap();
+    assert!(
+        msg.contains("404") && !msg.contains("restart may be pending"),
+        "{msg}"
+    );
 }
 
 #[test]

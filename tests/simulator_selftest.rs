@@ -1674,8 +1674,10 @@ fn fake_kubelet_restarts_the_pod_when_the_manifest_changes() {
     edit(root.path(), MANIFEST, |t| {
         replace_once(t, "pki/sa.pub", "pki/gone.pub")
     });
+    // generation counts attempts: it moves before the attempt is decided.
     wait_until("the refused start", Duration::from_secs(5), || {
-        c.status().generation == 3
+        let st = c.status();
+        st.generation == 3 && st.last_start_error.is_some()
     });
     let st = c.status();
     assert!(!st.running);

@@ -224,6 +224,27 @@ pub fn is_managed(name: &str) -> bool {
     MANAGED.contains(&name)
 }
 
+/// A kubeadm-style target shared by tests: a new issuer before the default
+/// one, an added key file, a new signing key, the AWS audience added.
+#[cfg(test)]
+pub fn sample_kubeadm_target() -> SaState {
+    SaState {
+        issuers: vec![
+            "https://oidc.example.com".into(),
+            "https://kubernetes.default.svc.cluster.local".into(),
+        ],
+        key_files: vec![
+            "/etc/kubernetes/pki/sa.pub".into(),
+            "/etc/kubernetes/pki/new.pub".into(),
+        ],
+        signing_key_file: Some("/etc/kubernetes/pki/new.key".into()),
+        api_audiences: vec![
+            "https://kubernetes.default.svc.cluster.local".into(),
+            "sts.amazonaws.com".into(),
+        ],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

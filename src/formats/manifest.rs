@@ -146,21 +146,7 @@ mod tests {
 
     #[test]
     fn edits_keep_quoting_and_everything_else() {
-        let target = SaState {
-            issuers: vec![
-                "https://oidc.example.com".into(),
-                "https://kubernetes.default.svc.cluster.local".into(),
-            ],
-            key_files: vec![
-                "/etc/kubernetes/pki/sa.pub".into(),
-                "/etc/kubernetes/pki/new.pub".into(),
-            ],
-            signing_key_file: Some("/etc/kubernetes/pki/new.key".into()),
-            api_audiences: vec![
-                "https://kubernetes.default.svc.cluster.local".into(),
-                "sts.amazonaws.com".into(),
-            ],
-        };
+        let target = crate::flags::sample_kubeadm_target();
         let out = edit("/m.yaml", MANIFEST, &target).unwrap();
         let want = MANIFEST
             .replace(

@@ -13,7 +13,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 use sha1::{Digest, Sha1};
 
 use super::pem::scan;
@@ -173,8 +173,7 @@ pub fn fetch(issuer: &Issuer) -> anyhow::Result<Thumbprint> {
     let fail = |what: &str| format!("--fetch-thumbprint: {what} {target}");
 
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = RootCertStore::empty();
-    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    let roots = crate::system::https::system_roots();
     let webpki = if roots.is_empty() {
         None
     } else {

@@ -74,13 +74,16 @@ pub async fn get(url: &str, extra_ca: Option<&[u8]>, timeout: Duration) -> Resul
         .map_err(|_| anyhow!("no answer within {}s", timeout.as_secs()))?
 }
 
-fn client_config(extra_ca: Option<&[u8]>) -> Result<rustls::ClientConfig> {
+/// The machine's trusted CAs (a broken certificate in the system store is
+/// skipped: not ours to fail on).
+pub fn system_roots() -> rustls::RootCertStore {
     let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    for cert in native.certs {
-        // A broken certificate in the system store is not ours to fail on.
-        let _ = roots.add(cert);
-    }
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    roots
+}
+
+fn client_config(extra_ca: Option<&[u8]>) -> Result<rustls::ClientConfig> {
+    let mut roots = system_roots();
     if let Some(pem) = extra_ca {
         let scan = crate::keys::pem_certificates(pem);
         if scan.is_empty() {

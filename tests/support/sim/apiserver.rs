@@ -139,7 +139,7 @@ pub async fn start(shared: &Arc<Shared>) -> Result<(), String> {
         Err(e) => return refuse(shared, generation, args, e),
     };
 
-    let listener = match bind(shared.port) {
+    let listener = match bind(shared.port).await {
         Ok(l) => l,
         Err(e) => {
             return refuse(
@@ -236,11 +236,25 @@ fn decide(shared: &Shared, unreadable: &[String], strict: bool) -> Decision {
     Decision { args, result }
 }
 
-fn bind(port: u16) -> Result<TcpListener> {
-    let sock = TcpSocket::new_v4()?;
-    sock.set_reuseaddr(true)?;
-    sock.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))?;
-    Ok(sock.listen(1024)?)
+/// Listen on the cluster's port. The previous instance's sockets can hold
+/// it for a moment on a loaded machine (EADDRINUSE): retry for up to 2 s.
+async fn bind(port: u16) -> Result<TcpListener> {
+    let attempt = || -> std::io::Result<TcpListener> {
+        let sock = TcpSocket::new_v4()?;
+        sock.set_reuseaddr(true)?;
+        sock.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))?;
+        sock.listen(1024)
+    };
+    let mut tries = 0;
+    loop {
+        match attempt() {
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && tries < 100 => {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            r => return Ok(r?),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------

@@ -76,8 +76,24 @@ pub fn spawn_stand_in(
     if crash {
         cmd.env("IRSA_SIM_CRASH", "1");
     }
-    cmd.spawn()
-        .with_context(|| format!("starting the stand-in {}", script.display()))
+    // ETXTBSY: another thread of the test process may have forked while the
+    // script was still open for writing (the write descriptor lives in the
+    // child until its exec). It goes away within moments: retry.
+    let mut tries = 0;
+    loop {
+        match cmd.spawn() {
+            Err(e) if e.raw_os_error() == Some(libc_etxtbsy()) && tries < 50 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            r => return r.with_context(|| format!("starting the stand-in {}", script.display())),
+        }
+    }
+}
+
+/// `ETXTBSY` ("Text file busy").
+fn libc_etxtbsy() -> i32 {
+    nix::errno::Errno::ETXTBSY as i32
 }
 
 /// Stop a stand-in and everything in its process group: SIGTERM, wait up to
