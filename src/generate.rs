@@ -33,7 +33,7 @@ pub fn run(opts: &GenerateOpts) -> Result<Outcome> {
     fs_err::create_dir_all(&comp_dir)?;
     for (shell, name) in COMPLETIONS {
         let mut buf = Vec::new();
-        clap_complete::generate(shell, &mut Cli::command(), "irsa-agent", &mut buf);
+        clap_complete::generate(shell, &mut completion_command(), "irsa-agent", &mut buf);
         if shell == Shell::Bash {
             buf = fix_bash_hyphen(&buf);
         }
@@ -53,6 +53,22 @@ pub fn run(opts: &GenerateOpts) -> Result<Outcome> {
             .collect::<Vec<_>>(),
     );
     Ok(o)
+}
+
+/// The command line the completions describe: the real one without its
+/// hidden commands (`generate` is for packaging, not for tab completion).
+fn completion_command() -> clap::Command {
+    let full = Cli::command();
+    let visible: Vec<clap::Command> = full
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set())
+        .cloned()
+        .collect();
+    clap::Command::new("irsa-agent")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about(full.get_about().cloned().unwrap_or_default())
+        .args(full.get_arguments().cloned())
+        .subcommands(visible)
 }
 
 /// clap_complete's bash script spells the state of a command of a hyphenated
@@ -191,6 +207,33 @@ mod tests {
             "no case arm for apply"
         );
         assert!(!fixed.contains("irsa__subcmd__agent"));
+    }
+
+    #[test]
+    fn completions_offer_every_visible_command_and_global_flag_but_not_generate() {
+        let script = |shell: Shell, cmd: &mut clap::Command| {
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, cmd, "irsa-agent", &mut buf);
+            String::from_utf8(buf).unwrap()
+        };
+        // "generate" other than in --generate-key / generate_key.
+        let offers_generate = |s: &str| {
+            s.replace("generate-key", "")
+                .replace("generate_key", "")
+                .contains("generate")
+        };
+        for (shell, _) in COMPLETIONS {
+            let full = script(shell, &mut Cli::command());
+            assert!(offers_generate(&full), "{shell}: the check sees nothing");
+            let ours = script(shell, &mut completion_command());
+            for want in ["apply", "rollback", "root", "output", "issuer", "audience"] {
+                assert!(ours.contains(want), "{shell}: {want} missing");
+            }
+            assert!(
+                !offers_generate(&ours),
+                "{shell}: the hidden command is offered"
+            );
+        }
     }
 
     #[test]
