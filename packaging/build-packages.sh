@@ -1,6 +1,7 @@
 #!/bin/sh
-# Build the .deb (cargo-deb) and the .rpm (cargo-generate-rpm) from a release
-# build, after generating the man pages and completions.
+# Build the .deb (cargo-deb), the .rpm (cargo-generate-rpm) and the release
+# tarball (packaging/build-release.sh) from a release build, after generating
+# the man pages and completions.
 #   packaging/build-packages.sh [OUTDIR]     (default target/packages)
 set -eu
 cd "$(dirname "$0")/.."
@@ -10,4 +11,5 @@ packaging/build-assets.sh target/release/irsa-agent target/assets
 mkdir -p "$out"
 cargo deb --no-build --locked --output "$out"
 cargo generate-rpm --output "$out"
+packaging/build-release.sh "$out" >/dev/null
 ls "$out"

@@ -197,6 +197,23 @@ def test_install_sh_stages_the_debs_file_set_idempotently_and_uninstalls(tmp_pat
     assert not (stage / "etc/irsa-agent").exists()
 
 
+def test_the_release_tarball_installs_the_same_file_set_without_a_toolchain(tmp_path):
+    tarball = one(f"irsa-agent-{VERSION}-*-linux.tar.gz")
+    deb = one("irsa-agent_*.deb")
+    run("tar", "-xzf", tarball, "-C", tmp_path, check=True)
+    unpacked = tmp_path / f"irsa-agent-{VERSION}"
+    assert not (unpacked / "Cargo.toml").exists(), "the tarball is a release, not a checkout"
+    stage = tmp_path / "stage"
+    # No cargo on PATH: the release installs its own binary, built before.
+    env = {**os.environ, "DESTDIR": str(stage), "PREFIX": "/usr", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    r = run("sh", unpacked / "install.sh", env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    installed = files_under(stage)
+    in_deb = {p: m for p, m in deb_contents(deb).items() if p not in DEB_EXTRAS}
+    assert {p: v[1] for p, v in installed.items()} == in_deb
+    assert installed["/usr/bin/irsa-agent"][0] == (unpacked / "target/release/irsa-agent").read_bytes()
+
+
 def test_install_sh_never_replaces_the_operators_config(tmp_path):
     stage = tmp_path / "stage"
     install_sh(destdir=stage, prefix="/usr/local")
