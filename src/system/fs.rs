@@ -284,6 +284,19 @@ impl Sysroot {
                 }
                 return Ok(());
             }
+            // A link to nothing would not be followed into a new directory.
+            let here = self.host_path_nofollow(dir)?;
+            if here
+                .symlink_metadata()
+                .is_ok_and(|m| m.file_type().is_symlink())
+            {
+                let target = std::fs::read_link(&here).unwrap_or_default();
+                bail!(
+                    "cannot write {node_path}: {dir} is a symbolic link to {}, which is not an existing directory{}",
+                    target.display(),
+                    self.under_root_note()
+                );
+            }
             if dir.is_empty() {
                 return Ok(());
             }
