@@ -155,6 +155,18 @@ pub fn access_warnings(root: &Sysroot, profile: &Profile, state: &SaState, me: u
         0o022,
         "group or others can write it and change the apiserver's flags",
     );
+    if let Some((dir, _)) = profile
+        .config
+        .rsplit_once('/')
+        .filter(|(d, _)| !d.is_empty())
+    {
+        check(
+            dir,
+            "configuration directory",
+            0o022,
+            "group or others can replace the configuration file in it",
+        );
+    }
     check(
         &profile.key_dir,
         "key directory",

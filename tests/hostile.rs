@@ -758,6 +758,8 @@ fn a_foreign_owner_is_kept_and_warned_about() {
     std::os::unix::fs::chown(&manifest, Some(1234), Some(1234)).unwrap();
     fs::set_permissions(&manifest, fs::Permissions::from_mode(0o640)).unwrap();
     std::os::unix::fs::chown(&pki, Some(1234), Some(2345)).unwrap();
+    let manifests = root.join("etc/kubernetes/manifests");
+    fs::set_permissions(&manifests, fs::Permissions::from_mode(0o777)).unwrap();
 
     let (v, code) = json_run(root, &["detect"]);
     assert_eq!(code, 0, "{v}");
@@ -770,6 +772,10 @@ fn a_foreign_owner_is_kept_and_warned_about() {
     );
     assert!(
         warnings.contains("key directory /etc/kubernetes/pki is owned by uid 1234"),
+        "{warnings}"
+    );
+    assert!(
+        warnings.contains("configuration directory /etc/kubernetes/manifests has mode 0777"),
         "{warnings}"
     );
 
