@@ -439,6 +439,10 @@ pub fn plan(node: &Node, issuer: &Issuer, opts: &ApplyOpts) -> Result<Plan> {
             });
         }
     }
+    // A file that cannot be written stops the run before anything is.
+    for c in &changes {
+        node.root.check_writable(&c.path)?;
+    }
     // The current files were checked above; the ones this run adds must be
     // visible to the apiserver too.
     let added: Vec<String> = target
@@ -562,7 +566,13 @@ fn write(root: &Sysroot, changes: &[FileChange]) -> Result<backup::Backup> {
     })();
     if let Err(err) = result {
         return match backup::restore(root, &b) {
-            Ok(()) => Err(err.context("writing failed; every file was restored from backup")),
+            Ok(()) => {
+                // Nothing changed in the end: the backup is not one to roll back to.
+                if let Err(e) = backup::discard(root, &b) {
+                    tracing::warn!("{e:#}");
+                }
+                Err(err.context("writing failed; every file was restored from backup"))
+            }
             Err(restore_err) => Err(err.context(format!(
                 "writing failed AND restoring backup {} failed ({restore_err:#}); run `irsa-agent rollback` or copy the files back from {}",
                 b.id,

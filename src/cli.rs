@@ -90,6 +90,15 @@ pub enum Command {
     /// verify a fresh token and that a token issued before the change still
     /// authenticates. If any step after the write fails, the old files are put
     /// back, the apiserver is restarted again, and apply exits with code 3.
+    ///
+    /// Files: every write is atomic and keeps the file's mode and owner (a
+    /// 0444 file is replaced and stays 0444). A file that is a symbolic link
+    /// is refused, never written through; links in the directories above it
+    /// are followed, inside --root. A file that cannot be written (immutable
+    /// attribute, read-only mount) stops the run before anything is written.
+    /// Private keys irsa-agent installs are created 0600. An existing signing
+    /// key readable by group or others, or files owned by another user, are
+    /// only warned about: irsa-agent never changes their mode or owner.
     Apply(ApplyOpts),
     /// Prove the running apiserver signs as configured: request a fresh token
     /// (TokenRequest), check iss, aud, kid and the signature with the installed

@@ -8,6 +8,7 @@ use anyhow::Result;
 use crate::distro::{Profile, RestartMethod};
 use crate::flags::SaState;
 use crate::keys::{self, PublicKey};
+use crate::system::fs::default_owner;
 use crate::system::Sysroot;
 
 /// Problems found, as sentences.
@@ -66,6 +67,9 @@ pub fn check(root: &Sysroot, profile: &Profile, state: &SaState) -> Result<KeyRe
             },
         }
     }
+    report
+        .warnings
+        .extend(access_warnings(root, profile, state, default_owner().0));
     let files: Vec<String> = state
         .key_files
         .iter()
@@ -97,4 +101,77 @@ pub fn outside_pod_mounts(profile: &Profile, files: &[String]) -> Vec<String> {
             )
         })
         .collect()
+}
+
+/// Who else can read the signing key, or change what the apiserver trusts:
+/// warnings naming the file, its mode or owner. irsa-agent only warns and
+/// never changes the mode or owner of a file it did not create (an apiserver
+/// running as another user may need them as they are); the files it creates
+/// are 0600 (private keys) or 0644, owned by the user it runs as (`me`).
+pub fn access_warnings(root: &Sysroot, profile: &Profile, state: &SaState, me: u32) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut check = |path: &str, what: &str, loose: u32, risk: &str| {
+        let Ok(Some(p)) = root.perms(path) else {
+            return;
+        };
+        if p.mode & loose != 0 {
+            out.push(format!(
+                "{what} {path} has mode {:04o}: {risk}; irsa-agent leaves it as it is (chmod {} {path})",
+                p.mode,
+                if loose == 0o077 { "600" } else { "go-w" },
+            ));
+        }
+        if p.uid != me {
+            out.push(format!(
+                "{what} {path} is owned by uid {}, not by uid {me} that irsa-agent runs as: that user {risk_owner}",
+                p.uid,
+                risk_owner = if loose == 0o077 {
+                    "can read the private key"
+                } else {
+                    "can change it"
+                }
+            ));
+        }
+    };
+    if let Some(sk) = &state.signing_key_file {
+        check(
+            sk,
+            "signing key",
+            0o077,
+            "group or others can read the private key and sign tokens the cluster (and AWS) accept",
+        );
+    }
+    for f in &state.key_files {
+        check(
+            f,
+            "key file",
+            0o022,
+            "group or others can write it and add a key the apiserver accepts",
+        );
+    }
+    check(
+        &profile.config,
+        "configuration file",
+        0o022,
+        "group or others can write it and change the apiserver's flags",
+    );
+    if let Some((dir, _)) = profile
+        .config
+        .rsplit_once('/')
+        .filter(|(d, _)| !d.is_empty())
+    {
+        check(
+            dir,
+            "configuration directory",
+            0o022,
+            "group or others can replace the configuration file in it",
+        );
+    }
+    check(
+        &profile.key_dir,
+        "key directory",
+        0o022,
+        "group or others can add or replace key files in it",
+    );
+    out
 }

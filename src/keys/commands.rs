@@ -1,6 +1,7 @@
 //! `keygen`, `discovery` and `aws`: read and validate every input first, build
-//! every document in memory, then write (atomically, file by file). An error
-//! leaves no file behind.
+//! every document in memory, write every file in full next to its place
+//! (a temporary file: a full disk fails here), then rename them into place.
+//! An error leaves no file behind.
 
 use std::path::{Path, PathBuf};
 
@@ -15,7 +16,7 @@ use super::{read_key_file, PrivateKey, PublicKey};
 use crate::cli::{AwsOpts, DiscoveryOpts, JwksLayout, KeyType, KeygenOpts};
 use crate::issuer::Issuer;
 use crate::output::Outcome;
-use crate::system::fs::{default_owner, write_file_atomic, Perms};
+use crate::system::fs::{default_owner, stage, Perms, Staged};
 
 fn key_type_name(k: KeyType) -> &'static str {
     match k {
@@ -62,14 +63,32 @@ pub fn keygen(opts: &KeygenOpts) -> anyhow::Result<Outcome> {
     }
     let key = PrivateKey::generate(opts.key_type)?;
     let public = key.public_key();
+    // Both files are written in full before either is put in place: a full
+    // disk leaves neither (and with --force, never a new private key next to
+    // the old public one). The private key's file is 0600 from its creation.
+    let (uid, gid) = default_owner();
+    let perms = |mode| Perms { mode, uid, gid };
+    let private_ctx = || format!("--private-key {}", priv_path.display());
+    let public_ctx = || format!("--public-key {}", pub_path.display());
+    let pem = key.to_pkcs8_pem();
+    let staged_private = stage(priv_path, &display(priv_path), pem.as_bytes(), perms(0o600))
+        .with_context(private_ctx)?;
+    let staged_public = stage(
+        pub_path,
+        &display(pub_path),
+        public.to_pem().as_bytes(),
+        perms(0o644),
+    )
+    .with_context(public_ctx)?;
     let private_existed = priv_path.symlink_metadata().is_ok();
-    write_atomic(priv_path, key.to_pkcs8_pem().as_bytes(), 0o600, opts.force)
-        .with_context(|| format!("--private-key {}", priv_path.display()))?;
-    if let Err(e) = write_atomic(pub_path, public.to_pem().as_bytes(), 0o644, opts.force) {
+    staged_private
+        .commit(opts.force)
+        .with_context(private_ctx)?;
+    if let Err(e) = staged_public.commit(opts.force) {
         if !private_existed {
             let _ = std::fs::remove_file(priv_path);
         }
-        return Err(e.context(format!("--public-key {}", pub_path.display())));
+        return Err(e.context(public_ctx()));
     }
     let mut out = Outcome::new();
     out.set("kid", public.kid())
@@ -131,13 +150,17 @@ pub fn discovery(opts: &DiscoveryOpts) -> anyhow::Result<Outcome> {
             "--out {}: not a directory",
             dir.display()
         );
+        let mut staged = Vec::new();
         for f in &files {
             let path = dir.join(f.rel_path);
             ensure_dir(path.parent().expect("joined path has a parent"))
                 .with_context(|| format!("--out {}", dir.display()))?;
-            write_atomic(&path, f.contents.as_bytes(), 0o644, true)
-                .with_context(|| format!("--out {}", dir.display()))?;
+            staged.push(
+                stage_public(&path, f.contents.as_bytes())
+                    .with_context(|| format!("--out {}", dir.display()))?,
+            );
         }
+        commit_all(staged).with_context(|| format!("--out {}", dir.display()))?;
     }
 
     let mut out = Outcome::new();
@@ -261,18 +284,16 @@ pub fn aws(opts: &AwsOpts) -> anyhow::Result<Outcome> {
     // Everything is validated: write.
     let provider_path = opts.out.join("oidc-provider.json");
     let policy_path = opts.out.join("trust-policy.json");
-    ensure_dir(&opts.out).with_context(|| format!("--out {}", opts.out.display()))?;
-    write_atomic(
-        &provider_path,
-        to_pretty_json(&provider).as_bytes(),
-        0o644,
-        true,
-    )
-    .with_context(|| format!("--out {}", opts.out.display()))?;
+    let out_ctx = || format!("--out {}", opts.out.display());
+    ensure_dir(&opts.out).with_context(out_ctx)?;
+    let mut staged = vec![
+        stage_public(&provider_path, to_pretty_json(&provider).as_bytes()).with_context(out_ctx)?,
+    ];
     if let Some(p) = &policy {
-        write_atomic(&policy_path, to_pretty_json(p).as_bytes(), 0o644, true)
-            .with_context(|| format!("--out {}", opts.out.display()))?;
+        staged
+            .push(stage_public(&policy_path, to_pretty_json(p).as_bytes()).with_context(out_ctx)?);
     }
+    commit_all(staged).with_context(out_ctx)?;
 
     let role_name = opts
         .role_name
@@ -362,16 +383,26 @@ pub fn aws(opts: &AwsOpts) -> anyhow::Result<Outcome> {
     Ok(out)
 }
 
-/// Write a file of the user's (not a node path) atomically, owned by the caller.
-fn write_atomic(path: &Path, contents: &[u8], mode: u32, overwrite: bool) -> anyhow::Result<()> {
+/// A public file of the user's (not a node path), mode 0644, owned by the
+/// caller, written in full next to its place.
+fn stage_public(path: &Path, contents: &[u8]) -> anyhow::Result<Staged> {
     let (uid, gid) = default_owner();
-    write_file_atomic(
+    stage(
         path,
-        &path.display().to_string(),
+        &display(path),
         contents,
-        Perms { mode, uid, gid },
-        overwrite,
+        Perms {
+            mode: 0o644,
+            uid,
+            gid,
+        },
     )
+}
+
+/// Put every staged file in place, replacing what is there: once every file
+/// is written, only a rename can fail.
+fn commit_all(staged: Vec<Staged>) -> anyhow::Result<()> {
+    staged.into_iter().try_for_each(|s| s.commit(true))
 }
 
 /// Create `dir` and its parents if missing.

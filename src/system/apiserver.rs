@@ -45,27 +45,32 @@ impl ApiServer {
         let mut kc =
             Kubeconfig::from_yaml(&text).with_context(|| format!("reading {kubeconfig}"))?;
         let dir = kubeconfig.rsplit_once('/').map(|(d, _)| d).unwrap_or("/");
-        let resolve = |p: &mut Option<String>| {
+        let resolve = |p: &mut Option<String>| -> Result<()> {
             if let Some(v) = p.as_mut() {
                 let node_path = if v.starts_with('/') {
                     v.clone()
                 } else {
                     format!("{dir}/{v}")
                 };
-                *v = root.path(&node_path).to_string_lossy().into_owned();
+                *v = root
+                    .host_path(&node_path)
+                    .with_context(|| format!("reading {kubeconfig}"))?
+                    .to_string_lossy()
+                    .into_owned();
             }
+            Ok(())
         };
         for c in kc.clusters.iter_mut().filter_map(|n| n.cluster.as_mut()) {
-            resolve(&mut c.certificate_authority);
+            resolve(&mut c.certificate_authority)?;
         }
         for a in kc
             .auth_infos
             .iter_mut()
             .filter_map(|n| n.auth_info.as_mut())
         {
-            resolve(&mut a.client_certificate);
-            resolve(&mut a.client_key);
-            resolve(&mut a.token_file);
+            resolve(&mut a.client_certificate)?;
+            resolve(&mut a.client_key)?;
+            resolve(&mut a.token_file)?;
         }
         let mut config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
             .await

@@ -71,6 +71,22 @@ pub fn create(root: &Sysroot, paths: &[String], reason: &str) -> Result<Backup> 
     };
     root.create_dir_all(BACKUP_DIR, 0o700)?;
     root.create_dir_all(&backup.dir(), 0o700)?;
+    // A backup that could not be completed (a full disk) leaves nothing behind.
+    fill(root, &mut backup, paths).inspect_err(|_| {
+        if let Err(e) = discard(root, &backup) {
+            tracing::warn!("{e:#}");
+        }
+    })?;
+    Ok(backup)
+}
+
+/// Remove a backup directory and everything in it.
+pub fn discard(root: &Sysroot, backup: &Backup) -> Result<()> {
+    root.remove_dir_all(&backup.dir())
+        .with_context(|| format!("removing the unused backup {}", backup.id))
+}
+
+fn fill(root: &Sysroot, backup: &mut Backup, paths: &[String]) -> Result<()> {
     let (uid, gid) = default_owner();
     let private = Perms {
         mode: 0o600,
@@ -107,7 +123,7 @@ pub fn create(root: &Sysroot, paths: &[String], reason: &str) -> Result<Backup> 
         .sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
     let index = serde_json::to_vec_pretty(&backup)?;
     root.write_atomic(&format!("{}/{INDEX}", backup.dir()), &index, private)?;
-    Ok(backup)
+    Ok(())
 }
 
 /// Put every file of the backup back as it was (files the run created are removed).
@@ -120,6 +136,13 @@ pub fn restore(root: &Sysroot, backup: &Backup) -> Result<()> {
                     .with_context(|| {
                         format!("backup {} is missing its copy of {}", backup.id, e.path)
                     })?;
+                // A file the run did not get to change is left alone (it may
+                // not be writable: that is often why the run failed).
+                if root.read_bytes_optional(&e.path)?.as_ref() == Some(&bytes)
+                    && root.perms(&e.path)? == Some(perms)
+                {
+                    continue;
+                }
                 root.write_atomic(&e.path, &bytes, perms)
                     .with_context(|| format!("restoring {}", e.path))?;
             }
@@ -185,7 +208,7 @@ pub fn load(root: &Sysroot, id: &str) -> Result<Backup> {
 
 /// The most recent complete backup made by an `apply` that took effect.
 pub fn latest(root: &Sysroot) -> Result<Option<Backup>> {
-    let dir = root.path(BACKUP_DIR);
+    let dir = root.host_path(BACKUP_DIR)?;
     let mut ids: Vec<String> = match std::fs::read_dir(&dir) {
         Ok(rd) => rd
             .filter_map(|e| e.ok())

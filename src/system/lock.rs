@@ -19,7 +19,7 @@ pub struct RunLock {
 /// Take the lock or fail at once, naming the process that holds it.
 pub fn acquire(root: &Sysroot) -> Result<RunLock> {
     root.create_dir_all(LOCK_DIR, 0o755)?;
-    let path = root.path(LOCK_FILE);
+    let path = root.host_path(LOCK_FILE)?;
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
