@@ -190,7 +190,10 @@ pub fn write_file_atomic(
         .prefix(".irsa-agent-")
         .tempfile_in(dir)
         .with_context(ctx)?;
-    tmp.write_all(bytes).with_context(ctx)?;
+    let (head, tail) = bytes.split_at(bytes.len() / 2);
+    tmp.write_all(head).with_context(ctx)?;
+    crate::failpoint::mid_write(name)?;
+    tmp.write_all(tail).with_context(ctx)?;
     let f = tmp.as_file();
     f.set_permissions(std::fs::Permissions::from_mode(perms.mode))
         .with_context(ctx)?;
