@@ -26,7 +26,10 @@ pub fn run(global: &GlobalOpts, opts: &RollbackOpts) -> Result<Outcome> {
     let _lock = if opts.check {
         None
     } else {
-        Some(lock::acquire(&root)?)
+        let lock = lock::acquire(&root)?;
+        // What a run killed while backing up left: never a usable backup.
+        backup::remove_staging_dirs(&root)?;
+        Some(lock)
     };
     let chosen = match &opts.backup {
         Some(id) => backup::load(&root, id)?,
@@ -115,6 +118,8 @@ fn last_applied(root: &crate::system::Sysroot, mark: bool) -> Result<Option<back
         }
         if b.pending && backup::differing(root, &b)?.is_empty() {
             if mark {
+                // Changes nothing but the temporary files it may have left.
+                backup::restore(root, &b)?;
                 backup::mark_undone(root, &mut b)?;
             }
             continue;

@@ -120,8 +120,9 @@ pub fn create(root: &Sysroot, paths: &[String], reason: &str) -> Result<Backup> 
     Ok(backup)
 }
 
-/// Remove staging directories of backups that were never completed.
-fn remove_staging_dirs(root: &Sysroot) -> Result<()> {
+/// Remove staging directories of backups that were never completed (the
+/// caller holds the run lock).
+pub fn remove_staging_dirs(root: &Sysroot) -> Result<()> {
     let rd = match std::fs::read_dir(root.path(BACKUP_DIR)) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
