@@ -470,7 +470,10 @@ mod tests {
         assert_eq!(latest(&root).unwrap().as_ref(), Some(&b));
         assert_eq!(differing(&root, &b).unwrap(), ["/etc/k/a", "/etc/k/new"]);
         assert_eq!(restore(&root, &b).unwrap(), ["/etc/k/a", "/etc/k/new"]);
-        assert!(restore(&root, &b).unwrap().is_empty(), "nothing left to change");
+        assert!(
+            restore(&root, &b).unwrap().is_empty(),
+            "nothing left to change"
+        );
         assert!(differing(&root, &b).unwrap().is_empty());
         assert_eq!(std::fs::read(root.path("/etc/k/a")).unwrap(), b"old");
         assert_eq!(root.perms("/etc/k/a").unwrap().unwrap().mode, 0o640);
@@ -549,7 +552,11 @@ mod tests {
         let mut b = create(&root, &["/etc/k/a".into()], REASON_APPLY).unwrap();
         assert!(b.pending && load(&root, &b.id).unwrap().pending);
         assert_eq!(interrupted(&root).unwrap(), [b.clone()]);
-        assert_eq!(latest(&root).unwrap().as_ref(), Some(&b), "rollback can use it");
+        assert_eq!(
+            latest(&root).unwrap().as_ref(),
+            Some(&b),
+            "rollback can use it"
+        );
         finish(&root, &mut b).unwrap();
         assert!(!load(&root, &b.id).unwrap().pending);
         assert!(interrupted(&root).unwrap().is_empty());
@@ -574,7 +581,12 @@ mod tests {
         let root = Sysroot::new(dir.path()).unwrap();
         root.create_dir_all("/etc/k", 0o755).unwrap();
         write(&root, "/etc/k/a", b"old");
-        let b = create(&root, &["/etc/k/a".into(), "/etc/k/new".into()], REASON_APPLY).unwrap();
+        let b = create(
+            &root,
+            &["/etc/k/a".into(), "/etc/k/new".into()],
+            REASON_APPLY,
+        )
+        .unwrap();
         // Nothing differs, but a dead run's temp file is there.
         write(&root, "/etc/k/.irsa-agent-XyZ123", b"half");
         assert_eq!(restore_saving(&root, &b, REASON_RECOVER).unwrap(), None);
@@ -589,7 +601,10 @@ mod tests {
         assert_eq!(root.list_dir("/etc/k").unwrap(), ["a"]);
         assert_eq!(root.read_bytes("/etc/k/a").unwrap(), b"old");
         assert_eq!(saved.reason, REASON_RECOVER);
-        assert_eq!(root.read_bytes(&saved.copy_path("/etc/k/a")).unwrap(), b"new");
+        assert_eq!(
+            root.read_bytes(&saved.copy_path("/etc/k/a")).unwrap(),
+            b"new"
+        );
         assert_eq!(
             root.read_bytes(&saved.copy_path("/etc/k/new")).unwrap(),
             b"created"
