@@ -181,7 +181,10 @@ pub fn run(global: &GlobalOpts, opts: &ApplyOpts) -> Result<Outcome> {
     let mut backup = write(&node.root, &plan.changes)?;
     done.backup = Some(backup.id.clone());
     if let (Some(live), Some(old_token)) = (&live, &old_token) {
-        match restart_and_verify(live, &node, &plan, opts, audience, old_token, written_at) {
+        let restarted = backup::mark_restarting(&node.root, &mut backup).and_then(|()| {
+            restart_and_verify(live, &node, &plan, opts, audience, old_token, written_at)
+        });
+        match restarted {
             Ok(v) => {
                 done.restarted = true;
                 done.verified = Some(v);

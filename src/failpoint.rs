@@ -12,7 +12,7 @@
 //! `#N` acts at the N-th hit of that point only (1-based), e.g.
 //! `after-rename#2:kill` stops after the second file of a run is in place.
 //!
-//! The points, in the order `apply` passes them: see [`NAMES`].
+//! The points, in the order `apply` passes them, then `mid-restore`: see [`NAMES`].
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
@@ -25,7 +25,7 @@ use crate::system::backup::BACKUP_DIR;
 pub const ENV: &str = "IRSA_AGENT_FAILPOINT";
 
 /// Every failpoint, in the order a run of `apply` reaches them.
-pub const NAMES: [&str; 9] = [
+pub const NAMES: [&str; 10] = [
     // the run lock is held, nothing is written yet
     "after-lock",
     // a file copy of the backup is half written (temp file, not yet renamed)
@@ -44,6 +44,9 @@ pub const NAMES: [&str; 9] = [
     "during-verify",
     // everything succeeded; the backup is not yet marked finished
     "before-finish",
+    // a file was put back from a backup (apply's own rollback, the undoing
+    // of an interrupted apply, `rollback`); #N: the N-th file
+    "mid-restore",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

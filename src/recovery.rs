@@ -8,10 +8,14 @@
 //! configuration. The next `apply`, under the run lock, undoes that run
 //! before planning: it restores the backup (saving what it overwrites in a
 //! `recover` backup), removes the temporary files, marks the backup undone,
-//! and restarts the apiserver if the restored configuration differs from
-//! the one on disk. It then converges from the original files, so its own
+//! and, if the restore changed the configuration or the interrupted run had
+//! restarted the apiserver (its own rollback may have put the files back
+//! without restarting again), brings the apiserver back onto the restored
+//! files and waits for it. It then converges from the original files, so its own
 //! backup holds them and `rollback` afterwards restores them; the
 //! interrupted run's backup also still holds them (`rollback --backup ID`).
+
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use serde_json::json;
@@ -30,6 +34,8 @@ pub fn recover(node: &Node, live: Option<&Live>) -> Result<Option<Vec<String>>> 
         return Ok(None);
     }
     let before = node::load_files(root, node.profile())?;
+    let restarted = pending.iter().any(|b| b.restarted);
+    let since = SystemTime::now();
     let mut ids = Vec::new();
     for mut b in pending {
         tracing::warn!(
@@ -54,14 +60,16 @@ pub fn recover(node: &Node, live: Option<&Live>) -> Result<Option<Vec<String>>> 
         backup::mark_undone(root, &mut b)?;
         ids.push(b.id);
     }
-    let after = node::load_files(root, node.profile())?;
-    if let (Some(live), true) = (live, after != before) {
-        // The interrupted run may have restarted the apiserver on its files.
+    let config_changed = node::load_files(root, node.profile())? != before;
+    if let (Some(live), true) = (live, config_changed || restarted) {
         let restored = node::inspect(root.clone(), Some(&node.profile().name))?;
-        if let Err(e) = live.restart_and_wait(
-            &restored.effective.state(),
-            "after undoing the interrupted apply",
-        ) {
+        // A static pod restarts only when its manifest changes: when this
+        // restore did not change it, wait for any apiserver running it.
+        let since = if config_changed { since } else { UNIX_EPOCH };
+        let back = live
+            .restart(&restored.effective.state(), since)
+            .and_then(|()| live.wait_ready("after undoing the interrupted apply"));
+        if let Err(e) = back {
             let message = format!(
                 "an interrupted apply was undone (its files restored from backup {}) but the apiserver did not \
                  come back on them: the node needs attention",

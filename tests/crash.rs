@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use assert_cmd::prelude::*;
 use serde_json::Value;
 use support::sim::{Cluster, Options};
-use support::{copy_fixture_in, fixture_path, snapshot};
+use support::{apiserver_args, copy_fixture_in, fixture_path, sa_settings, snapshot};
 
 type Tree = BTreeMap<PathBuf, (Vec<u8>, u32)>;
 
@@ -131,6 +131,7 @@ fn is_temp(p: &Path) -> bool {
 
 /// What a clean apply does to a fixture.
 struct Expect {
+    distro: &'static str,
     old: Tree,
     new: Tree,
     /// The files a clean apply changes (created or modified).
@@ -139,6 +140,7 @@ struct Expect {
 
 impl Expect {
     fn of(case: &str, args: &[String]) -> Expect {
+        let distro = CASES.iter().find(|(c, _)| *c == case).unwrap().1;
         let dir = copy_fixture(case);
         let old = node_files(dir.path());
         let mut c = irsa(dir.path());
@@ -170,7 +172,12 @@ impl Expect {
                 p.display()
             );
         }
-        Expect { old, new, changed }
+        Expect {
+            distro,
+            old,
+            new,
+            changed,
+        }
     }
 
     /// How many files a clean run writes.
@@ -250,10 +257,24 @@ fn assert_old_or_new(root: &Path, before: &Tree, e: &Expect, what: &str) -> Phas
             p.display()
         );
     }
+    assert_keys_exist(root, e.distro, what);
     match (new, temps) {
         (0, 0) => Phase::Before,
         (n, 0) if n == files => Phase::After,
         _ => Phase::During,
+    }
+}
+
+/// Every key file the configuration names exists (read by the independent
+/// reader in tests/support): the apiserver could start on it.
+fn assert_keys_exist(root: &Path, distro: &str, what: &str) {
+    let args = apiserver_args(root, distro).unwrap_or_else(|e| panic!("{what}: {e:#}"));
+    let s = sa_settings(&args).unwrap_or_else(|e| panic!("{what}: {e:#}"));
+    for k in s.key_files.iter().chain(&s.signing_key_file) {
+        assert!(
+            root.join(k.trim_start_matches('/')).is_file(),
+            "{what}: the configuration names {k}, which does not exist"
+        );
     }
 }
 
@@ -279,13 +300,15 @@ fn assert_tree(root: &Path, want: &Tree, what: &str) {
     );
 }
 
-/// The id of the backup the crashed run completed, if any, with its state.
+/// The indexes of the complete backups, oldest first.
 fn backups(root: &Path) -> Vec<Value> {
     let Ok(rd) = std::fs::read_dir(root.join(BACKUPS)) else {
         return vec![];
     };
     let mut out: Vec<Value> = rd
         .map(|e| e.unwrap().path())
+        // A staging directory (".partial-ID") is no backup, even with an index.
+        .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
         .filter(|p| p.join("index.json").is_file())
         .map(|p| serde_json::from_slice(&std::fs::read(p.join("index.json")).unwrap()).unwrap())
         .collect();
@@ -693,8 +716,8 @@ fn sigkill_at_random_moments_no_restart() {
                 let (case, e, plain, slow) = &cases[rng.below(cases.len() as u64) as usize];
                 let slow_writes = rng.below(2) == 1;
                 let span = if slow_writes { *slow } else { *plain };
-                // Up to a little past the end of a clean run.
-                let delay = Duration::from_micros(rng.below(span.as_micros() as u64 * 5 / 4));
+                // Up to the end of a clean run (runs under load take longer).
+                let delay = Duration::from_micros(rng.below(span.as_micros() as u64));
                 let what = format!(
                     "run {i} of CRASH_SEED={seed}: {case} killed after {delay:?}{}",
                     if slow_writes { " with slow writes" } else { "" }
@@ -986,4 +1009,103 @@ fn a_lock_left_by_a_killed_run_blocks_nothing() {
     c.args(["rollback", "--no-restart"]);
     assert_eq!(run(c).1, 0);
     assert_tree(root, &before, "rolled back");
+}
+
+// ---------------------------------------------------------------------------
+// Killed while putting files back
+// ---------------------------------------------------------------------------
+
+#[test]
+fn killed_while_apply_rolls_itself_back_k3s_simulator() {
+    let (case, distro) = ("k3s-default", "k3s");
+    let e = Expect::of(case, &apply_args(ISSUER));
+    // The apply writes 3 files; its rollback removes the drop-in first,
+    // then the public key, then the private key.
+    for n in 1..=2 {
+        let what = format!("{case} killed at mid-restore#{n} of apply's own rollback");
+        let node = SimNode::start(case, distro);
+        let old_issuers = node.running_issuers();
+        let before = node_files(node.root());
+        node.cluster
+            .inject(support::sim::Fault::WrongIssuerOnNextStart(
+                "https://wrong.example.com".into(),
+            ));
+        let mut c = node.irsa();
+        c.args(apply_args(ISSUER))
+            .args(["--timeout", "20"])
+            .env("IRSA_AGENT_FAILPOINT", format!("mid-restore#{n}:kill"));
+        let out = c.output().unwrap();
+        assert_eq!(out.status.signal(), Some(9), "{what}: {out:?}");
+        assert_eq!(
+            assert_old_or_new(node.root(), &before, &e, &what),
+            Phase::During,
+            "{what}"
+        );
+        assert!(
+            pending_backup(node.root()).is_some(),
+            "{what}: still pending"
+        );
+        node.converge_and_roll_back(&before, &old_issuers, &e, &what);
+    }
+}
+
+#[test]
+fn killed_while_rolling_back_then_rolled_back_again() {
+    for (case, _) in &CASES[..2] {
+        let e = Expect::of(case, &apply_args(ISSUER));
+        for n in 1..=2 {
+            let what = format!("{case}: rollback killed at mid-restore#{n}");
+            let dir = copy_fixture(case);
+            let root = dir.path();
+            let before = node_files(root);
+            let mut c = irsa(root);
+            c.args(apply_args(ISSUER)).arg("--no-restart");
+            assert_eq!(run(c).1, 0, "{what}");
+            let mut c = irsa(root);
+            c.args(["rollback", "--no-restart"])
+                .env("IRSA_AGENT_FAILPOINT", format!("mid-restore#{n}:kill"));
+            let out = c.output().unwrap();
+            assert_eq!(out.status.signal(), Some(9), "{what}: {out:?}");
+            assert_eq!(
+                assert_old_or_new(root, &before, &e, &what),
+                Phase::During,
+                "{what}"
+            );
+            // Run it again: the original bytes.
+            let mut c = irsa(root);
+            c.args(["rollback", "--no-restart"]);
+            let (v, code) = run(c);
+            assert_eq!(code, 0, "{what}: {v}");
+            assert_tree(root, &before, &what);
+            // And apply works as on a fresh node.
+            let mut c = irsa(root);
+            c.args(apply_args(ISSUER)).arg("--no-restart");
+            let (v, code) = run(c);
+            assert_eq!(
+                (code, &v["recovered"]),
+                (0, &serde_json::json!([])),
+                "{what}: {v}"
+            );
+            assert_tree(root, &e.after(&before), &what);
+        }
+    }
+}
+
+#[test]
+fn a_bad_failpoint_setting_is_refused_and_changes_nothing() {
+    let dir = copy_fixture("kubeadm-default");
+    let root = dir.path();
+    let before = node_files(root);
+    let mut c = irsa(root);
+    c.args(apply_args(ISSUER))
+        .arg("--no-restart")
+        .env("IRSA_AGENT_FAILPOINT", "after-wirte:kill");
+    let (v, code) = run(c);
+    assert_eq!(code, 1, "{v}");
+    let msg = v["error"].as_str().unwrap();
+    assert!(
+        msg.contains("IRSA_AGENT_FAILPOINT: unknown failpoint \"after-wirte\""),
+        "{msg}"
+    );
+    assert_tree(root, &before, "nothing written");
 }

@@ -51,6 +51,10 @@ pub struct Backup {
     /// finds it, that apply was interrupted before it finished.
     #[serde(default)]
     pub pending: bool,
+    /// Set just before the apply that made it restarts the apiserver: if
+    /// that apply was interrupted, the apiserver may run its files.
+    #[serde(default)]
+    pub restarted: bool,
     /// Directories that did not exist and will be created for new files,
     /// deepest first: removed again on restore when empty.
     #[serde(default)]
@@ -103,6 +107,7 @@ pub fn create(root: &Sysroot, paths: &[String], reason: &str) -> Result<Backup> 
         created_dirs: Vec::new(),
         undone: false,
         pending: reason == REASON_APPLY,
+        restarted: false,
     };
     root.create_dir_all(BACKUP_DIR, 0o700)?;
     remove_staging_dirs(root)?;
@@ -190,10 +195,15 @@ fn sync_dirs(dir: &std::path::Path) -> std::io::Result<()> {
 /// Put every file of the backup back as it was (files the run created are
 /// removed); files already as in the backup are not touched. Temporary
 /// files a dead run left beside them go too. Returns the paths it changed.
+///
+/// In the reverse order of the apply that made it (which writes key files
+/// before the configuration naming them): the configuration is back before
+/// a key it named is removed, so a crash part way never leaves a
+/// configuration naming a missing key.
 pub fn restore(root: &Sysroot, backup: &Backup) -> Result<Vec<String>> {
     remove_stale_temps(root, backup)?;
     let mut changed = Vec::new();
-    for e in &backup.entries {
+    for e in backup.entries.iter().rev() {
         if !entry_differs(root, backup, e)? {
             continue;
         }
@@ -210,6 +220,7 @@ pub fn restore(root: &Sysroot, backup: &Backup) -> Result<Vec<String>> {
             }
             None => root.remove(&e.path)?,
         }
+        crate::failpoint::hit("mid-restore")?;
     }
     for dir in &backup.created_dirs {
         root.remove_dir_if_empty(dir)?;
@@ -311,6 +322,12 @@ fn save_index(root: &Sysroot, backup: &Backup) -> Result<()> {
 pub fn mark_undone(root: &Sysroot, backup: &mut Backup) -> Result<()> {
     backup.undone = true;
     backup.pending = false;
+    save_index(root, backup)
+}
+
+/// Record that the apply that made `backup` is about to restart the apiserver.
+pub fn mark_restarting(root: &Sysroot, backup: &mut Backup) -> Result<()> {
+    backup.restarted = true;
     save_index(root, backup)
 }
 
@@ -469,7 +486,8 @@ mod tests {
         assert_ne!(r.id, b.id);
         assert_eq!(latest(&root).unwrap().as_ref(), Some(&b));
         assert_eq!(differing(&root, &b).unwrap(), ["/etc/k/a", "/etc/k/new"]);
-        assert_eq!(restore(&root, &b).unwrap(), ["/etc/k/a", "/etc/k/new"]);
+        // Reverse order: what apply wrote last is put back first.
+        assert_eq!(restore(&root, &b).unwrap(), ["/etc/k/new", "/etc/k/a"]);
         assert!(
             restore(&root, &b).unwrap().is_empty(),
             "nothing left to change"
@@ -518,6 +536,7 @@ mod tests {
             entries: vec![],
             undone: false,
             pending: true,
+            restarted: false,
             created_dirs: vec![],
         };
         write(
