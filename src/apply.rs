@@ -307,12 +307,14 @@ fn roll_back(
             false,
         ));
     }
+    let old = node.effective.state();
+    let back = live.restart_and_wait(&old, "after the rollback");
+    // Only now: killed before this point, the backup is still pending and the
+    // next apply brings the apiserver back onto the restored files.
     let mut marked = backup.clone();
     if let Err(e) = backup::mark_undone(&node.root, &mut marked) {
         tracing::warn!("could not mark backup {} as undone: {e:#}", backup.id);
     }
-    let old = node.effective.state();
-    let back = live.restart_and_wait(&old, "after the rollback");
     match back {
         Ok(()) => cause.context(failure(
             Exit::RolledBack,

@@ -232,8 +232,9 @@ pub fn restore(root: &Sysroot, backup: &Backup) -> Result<Vec<String>> {
 /// `reason`, returned), so nothing is lost; on failure the overwritten files
 /// are put back. None when the files are already as in `chosen`.
 pub fn restore_saving(root: &Sysroot, chosen: &Backup, reason: &str) -> Result<Option<Backup>> {
-    remove_stale_temps(root, chosen)?;
     if differing(root, chosen)?.is_empty() {
+        // Only temporary files and empty directories a dead run left.
+        restore(root, chosen)?;
         return Ok(None);
     }
     let paths: Vec<String> = chosen.entries.iter().map(|e| e.path.clone()).collect();
