@@ -331,6 +331,25 @@ fn pending_backup(root: &Path) -> Option<String> {
 /// original bytes, and so does `rollback --backup` of the crashed run.
 fn converge_and_roll_back(root: &Path, before: &Tree, e: &Expect, what: &str) {
     let crashed = pending_backup(root);
+    if crashed.is_some() {
+        // --check says so, and changes nothing.
+        let crash_state = snapshot(root);
+        let mut c = irsa(root);
+        c.args(apply_args(ISSUER)).arg("--check");
+        let (v, code) = run(c);
+        assert_eq!(code, 0, "{what}: --check: {v}");
+        assert!(
+            v["warnings"]
+                .to_string()
+                .contains("an earlier apply was interrupted"),
+            "{what}: {v}"
+        );
+        assert_eq!(
+            snapshot(root),
+            crash_state,
+            "{what}: --check wrote something"
+        );
+    }
     let mut c = irsa(root);
     c.args(apply_args(ISSUER)).arg("--no-restart");
     let (v, code) = run(c);
@@ -782,7 +801,8 @@ fn sigkill_at_random_moments_with_the_simulator() {
     let mut phases = Vec::new();
     for i in 0..RUNS {
         let mut rng = Rng(seed ^ (i as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93));
-        // Every other run aims at the first quarter, where the writes are.
+        // Every other run aims at the first quarter, where the writes are,
+        // and makes them slow.
         let window = span.as_micros() as u64 / if i % 2 == 0 { 1 } else { 4 };
         let delay = Duration::from_micros(rng.below(window));
         let what = format!("simulator run {i} of CRASH_SEED={seed}: {case} killed after {delay:?}");
@@ -791,6 +811,9 @@ fn sigkill_at_random_moments_with_the_simulator() {
         let before = node_files(node.root());
         let mut c = node.irsa();
         c.args(apply_args(ISSUER)).args(["--timeout", "20"]);
+        if i % 2 == 1 {
+            c.env("IRSA_AGENT_FAILPOINT", SLOW_WRITES);
+        }
         let phase = kill_after(c, delay, &what)
             .map(|()| assert_old_or_new(node.root(), &before, &e, &what));
         phases.push(phase);
