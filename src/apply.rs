@@ -2,6 +2,12 @@
 //! atomically after a backup, restart the apiserver, wait for it, verify a
 //! fresh token and an old one; on any failure after the write, put the old
 //! files back and restart again.
+//!
+//! Crash safety: every write happens under the run lock, after a complete
+//! backup, one atomic rename per file. An apply killed part way leaves its
+//! backup `pending`; the next apply first undoes it (see [`crate::recovery`])
+//! and then converges from the files as they were, so `rollback` afterwards
+//! still gets the original bytes back.
 
 use std::path::Path;
 use std::time::SystemTime;
@@ -20,7 +26,7 @@ use crate::output::{Exit, Failure, Outcome};
 use crate::system::fs::{default_owner, Perms};
 use crate::system::{backup, lock, Sysroot};
 use crate::verify;
-use crate::{formats, keycheck};
+use crate::{failpoint, formats, keycheck, recovery};
 
 /// Prefix of every key file irsa-agent installs.
 pub const KEY_PREFIX: &str = "irsa-agent-";
@@ -90,10 +96,17 @@ pub fn run(global: &GlobalOpts, opts: &ApplyOpts) -> Result<Outcome> {
         nix::unistd::geteuid().is_root(),
     )?;
     let node = node::inspect(root, global.distro.as_deref())?;
-    let plan = plan(&node, &issuer, opts)?;
-    let changed = !plan.changes.is_empty();
+    let mut plan = plan(&node, &issuer, opts)?;
     let mut done = Done::default();
     if opts.check {
+        if let Some(b) = backup::interrupted(&node.root)?.first() {
+            plan.warnings.push(format!(
+                "an earlier apply was interrupted before it finished (backup {}/{}); the next apply undoes \
+                 it first, `irsa-agent rollback` restores the files as they were before it",
+                backup::BACKUP_DIR,
+                b.id
+            ));
+        }
         return Ok(report(&node, opts, &plan, &done));
     }
     let live = if opts.no_restart {
@@ -110,23 +123,39 @@ pub fn run(global: &GlobalOpts, opts: &ApplyOpts) -> Result<Outcome> {
         .first()
         .map(String::as_str)
         .unwrap_or_default();
-    if !changed {
-        if let Some(live) = &live {
-            // Converged files: prove the apiserver runs them.
-            live.wait_ready("to verify")?;
-            let expect = verify::expect_for(&node, &plan.target, issuer.as_str(), audience)?;
-            let hint = "the files are already converged but the running apiserver does not match them: a restart \
-                        may be pending from an earlier `apply --no-restart`; restart the apiserver, then run apply again";
-            let (_, v) = verify::fresh(live, &opts.service_account, &expect, Some(hint))?;
-            done.verified = Some(v);
-        }
-        return Ok(report(&node, opts, &plan, &done));
+    if plan.changes.is_empty() && backup::interrupted(&node.root)?.is_empty() {
+        return converged(&node, opts, &plan, done, live.as_ref(), &issuer, audience);
     }
     let _lock = lock::acquire(&node.root)?;
-    // Another writer may have changed the files between reading and locking.
-    let now = node::load_files(&node.root, node.profile())?;
-    if now != node.files {
-        bail!("the configuration changed while irsa-agent was planning; nothing was written, run again");
+    failpoint::hit("after-lock")?;
+    // Under the lock: an apply that was interrupted is undone first, and this
+    // run plans again from the files as they were before it.
+    let (node, plan) = match recovery::recover(&node, live.as_ref())? {
+        Some(ids) => {
+            let node = node::inspect(node.root.clone(), global.distro.as_deref())?;
+            let mut replanned = self::plan(&node, &issuer, opts)?;
+            replanned.warnings.insert(
+                0,
+                format!(
+                    "an earlier apply was interrupted before it finished: its changes were undone first \
+                     (backup {})",
+                    ids.join(", ")
+                ),
+            );
+            done.recovered = ids;
+            (node, replanned)
+        }
+        None => {
+            // Another writer may have changed the files between reading and locking.
+            let now = node::load_files(&node.root, node.profile())?;
+            if now != node.files {
+                bail!("the configuration changed while irsa-agent was planning; nothing was written, run again");
+            }
+            (node, plan)
+        }
+    };
+    if plan.changes.is_empty() {
+        return converged(&node, opts, &plan, done, live.as_ref(), &issuer, audience);
     }
     // Before touching anything: the apiserver is healthy and a token issued
     // now can be checked after the change.
@@ -149,10 +178,13 @@ pub fn run(global: &GlobalOpts, opts: &ApplyOpts) -> Result<Outcome> {
         None => None,
     };
     let written_at = SystemTime::now();
-    let backup = write(&node.root, &plan.changes)?;
+    let mut backup = write(&node.root, &plan.changes)?;
     done.backup = Some(backup.id.clone());
     if let (Some(live), Some(old_token)) = (&live, &old_token) {
-        match restart_and_verify(live, &node, &plan, opts, audience, old_token, written_at) {
+        let restarted = backup::mark_restarting(&node.root, &mut backup).and_then(|()| {
+            restart_and_verify(live, &node, &plan, opts, audience, old_token, written_at)
+        });
+        match restarted {
             Ok(v) => {
                 done.restarted = true;
                 done.verified = Some(v);
@@ -160,14 +192,46 @@ pub fn run(global: &GlobalOpts, opts: &ApplyOpts) -> Result<Outcome> {
             }
             Err(cause) => return Err(roll_back(live, &node, &backup, cause)),
         }
+    } else if let Err(cause) =
+        failpoint::hit("after-write").and_then(|()| failpoint::hit("before-finish"))
+    {
+        return Err(undo_write(&node.root, &mut backup, cause));
+    }
+    // Done: the backup no longer marks an interrupted run. Failing to record
+    // that only costs the next apply an undo and redo of this change.
+    if let Err(e) = backup::finish(&node.root, &mut backup) {
+        tracing::warn!("could not mark backup {} as finished: {e:#}", backup.id);
     }
     Ok(report(&node, opts, &plan, &done))
+}
+
+/// Nothing to write: with a live apiserver, prove it runs the converged files.
+fn converged(
+    node: &Node,
+    opts: &ApplyOpts,
+    plan: &Plan,
+    mut done: Done,
+    live: Option<&Live>,
+    issuer: &Issuer,
+    audience: &str,
+) -> Result<Outcome> {
+    if let Some(live) = live {
+        live.wait_ready("to verify")?;
+        let expect = verify::expect_for(node, &plan.target, issuer.as_str(), audience)?;
+        let hint = "the files are already converged but the running apiserver does not match them: a restart \
+                    may be pending from an earlier `apply --no-restart`; restart the apiserver, then run apply again";
+        let (_, v) = verify::fresh(live, &opts.service_account, &expect, Some(hint))?;
+        done.verified = Some(v);
+    }
+    Ok(report(node, opts, plan, &done))
 }
 
 /// What happened after planning.
 #[derive(Debug, Default)]
 struct Done {
     backup: Option<String>,
+    /// Backups of interrupted applies undone before this run.
+    recovered: Vec<String>,
     restarted: bool,
     verified: Option<verify::Verified>,
     old_token_authenticated: Option<bool>,
@@ -183,16 +247,16 @@ fn restart_and_verify(
     old_token: &str,
     written_at: SystemTime,
 ) -> Result<verify::Verified> {
-    failpoint("after-write")?;
+    failpoint::hit("after-write")?;
     live.restart(&plan.target, written_at)
         .context("restarting the apiserver")?;
-    failpoint("after-restart")?;
+    failpoint::hit("after-restart")?;
     live.wait_ready("after the restart")?;
     let issuer = &plan.target.issuers[0];
     let expect = verify::expect_for(node, &plan.target, issuer, audience)?;
     let (_, verified) = verify::fresh(live, &opts.service_account, &expect, None)
         .context("verifying a fresh token")?;
-    failpoint("during-verify")?;
+    failpoint::hit("during-verify")?;
     let review = live
         .block_on(live.api.review(old_token, &[]))
         .context("checking a token issued before the change")?;
@@ -202,15 +266,8 @@ fn restart_and_verify(
             review.error.as_deref().unwrap_or("no reason given")
         );
     }
+    failpoint::hit("before-finish")?;
     Ok(verified)
-}
-
-/// Test builds only: fail at a named step when IRSA_AGENT_FAILPOINT names it.
-fn failpoint(name: &str) -> Result<()> {
-    if cfg!(debug_assertions) && std::env::var("IRSA_AGENT_FAILPOINT").as_deref() == Ok(name) {
-        bail!("failpoint {name} (IRSA_AGENT_FAILPOINT)");
-    }
-    Ok(())
 }
 
 /// Put the old files back after `cause`, restart, wait: the error to return.
@@ -250,12 +307,14 @@ fn roll_back(
             false,
         ));
     }
+    let old = node.effective.state();
+    let back = live.restart_and_wait(&old, "after the rollback");
+    // Only now: killed before this point, the backup is still pending and the
+    // next apply brings the apiserver back onto the restored files.
     let mut marked = backup.clone();
     if let Err(e) = backup::mark_undone(&node.root, &mut marked) {
         tracing::warn!("could not mark backup {} as undone: {e:#}", backup.id);
     }
-    let old = node.effective.state();
-    let back = live.restart_and_wait(&old, "after the rollback");
     match back {
         Ok(()) => cause.context(failure(
             Exit::RolledBack,
@@ -535,10 +594,11 @@ fn install_key(
 /// Back up, then write every change; on failure put everything back.
 fn write(root: &Sysroot, changes: &[FileChange]) -> Result<backup::Backup> {
     let paths: Vec<String> = changes.iter().map(|c| c.path.clone()).collect();
-    let b = backup::create(root, &paths, backup::REASON_APPLY)
+    let mut b = backup::create(root, &paths, backup::REASON_APPLY)
         .context("backing up the files to change; nothing was written")?;
     let (uid, gid) = default_owner();
     let result = (|| -> Result<()> {
+        failpoint::hit("after-backup")?;
         // Keys first: the configuration must never name a key that is not there yet.
         for c in changes.iter().filter(|c| c.old.is_none()) {
             if let Some((dir, _)) = c.path.rsplit_once('/') {
@@ -553,6 +613,7 @@ fn write(root: &Sysroot, changes: &[FileChange]) -> Result<backup::Backup> {
                     gid,
                 },
             )?;
+            failpoint::hit("after-rename")?;
         }
         for c in changes.iter().filter(|c| c.old.is_some()) {
             let perms = root.perms(&c.path)?.unwrap_or(Perms {
@@ -561,26 +622,38 @@ fn write(root: &Sysroot, changes: &[FileChange]) -> Result<backup::Backup> {
                 gid,
             });
             root.write_atomic(&c.path, &c.new, perms)?;
+            failpoint::hit("after-rename")?;
         }
         Ok(())
     })();
     if let Err(err) = result {
-        return match backup::restore(root, &b) {
-            Ok(()) => {
-                // Nothing changed in the end: the backup is not one to roll back to.
-                if let Err(e) = backup::discard(root, &b) {
-                    tracing::warn!("{e:#}");
-                }
-                Err(err.context("writing failed; every file was restored from backup"))
-            }
-            Err(restore_err) => Err(err.context(format!(
-                "writing failed AND restoring backup {} failed ({restore_err:#}); run `irsa-agent rollback` or copy the files back from {}",
-                b.id,
-                b.dir()
-            ))),
-        };
+        return Err(undo_write(root, &mut b, err));
     }
     Ok(b)
+}
+
+/// Put the files of `b` back after `err` (before any restart): the error to
+/// return. A backup that could not be restored stays pending, so the next
+/// apply undoes it.
+fn undo_write(root: &Sysroot, b: &mut backup::Backup, err: anyhow::Error) -> anyhow::Error {
+    match backup::restore(root, b) {
+        Ok(_) => {
+            // Nothing changed in the end: not a backup to roll back to. If it
+            // cannot be removed, it is at least marked undone.
+            if let Err(e) = backup::discard(root, b) {
+                tracing::warn!("{e:#}");
+                if let Err(e) = backup::mark_undone(root, b) {
+                    tracing::warn!("could not mark backup {} as undone: {e:#}", b.id);
+                }
+            }
+            err.context("writing failed; every file was restored from backup")
+        }
+        Err(restore_err) => err.context(format!(
+            "writing failed AND restoring backup {} failed ({restore_err:#}); run `irsa-agent rollback` or copy the files back from {}",
+            b.id,
+            b.dir()
+        )),
+    }
 }
 
 fn restart_hint(profile: &Profile) -> String {
@@ -614,6 +687,7 @@ fn report(node: &Node, opts: &ApplyOpts, plan: &Plan, done: &Done) -> Outcome {
         .set("old_token_authenticated", done.old_token_authenticated)
         .set("rolled_back", false)
         .set("backup", done.backup.clone())
+        .set("recovered", done.recovered.clone())
         .set("warnings", plan.warnings.clone())
         .set("notes", plan.notes.clone());
 
@@ -643,6 +717,12 @@ fn report(node: &Node, opts: &ApplyOpts, plan: &Plan, done: &Done) -> Outcome {
         "audiences:   {}",
         plan.target.api_audiences.join(", ")
     ));
+    for id in &done.recovered {
+        o.line(format!(
+            "recovered:   undid an interrupted apply first (backup {}/{id})",
+            backup::BACKUP_DIR
+        ));
+    }
     if let Some(id) = &done.backup {
         o.line(format!("backup:      {}/{id}", backup::BACKUP_DIR));
     }

@@ -1,6 +1,10 @@
 //! `rollback`: put back the files of an apply from its backup (the last one by
 //! default) and restart the apiserver. The files it overwrites are backed up
 //! first, so nothing is lost.
+//!
+//! After an interrupted apply (crash, SIGKILL) the last backup is that
+//! apply's: rolling back restores the files as they were before it. An
+//! interrupted apply that had not changed anything yet is skipped.
 
 use anyhow::{anyhow, Context, Result};
 use serde_json::json;
@@ -17,9 +21,19 @@ pub fn run(global: &GlobalOpts, opts: &RollbackOpts) -> Result<Outcome> {
         !opts.check && root.is_host(),
         nix::unistd::geteuid().is_root(),
     )?;
+    // Choose and restore under the lock: an apply running now would change
+    // the files and the backups under our feet.
+    let _lock = if opts.check {
+        None
+    } else {
+        let lock = lock::acquire(&root)?;
+        // What a run killed while backing up left: never a usable backup.
+        backup::remove_staging_dirs(&root)?;
+        Some(lock)
+    };
     let chosen = match &opts.backup {
         Some(id) => backup::load(&root, id)?,
-        None => backup::latest(&root)?.ok_or_else(|| {
+        None => last_applied(&root, !opts.check)?.ok_or_else(|| {
             anyhow!(
                 "there is no backup under {}: irsa-agent has not changed this node, nothing to roll back",
                 backup::BACKUP_DIR
@@ -63,24 +77,12 @@ pub fn run(global: &GlobalOpts, opts: &RollbackOpts) -> Result<Outcome> {
         return Ok(o);
     }
 
-    let _lock = lock::acquire(&root)?;
-    let paths: Vec<String> = chosen.entries.iter().map(|e| e.path.clone()).collect();
-    let saved = backup::create(&root, &paths, backup::REASON_ROLLBACK)
-        .context("backing up the files rollback overwrites; nothing was changed")?;
-    if let Err(e) = backup::restore(&root, &chosen) {
-        let undo = backup::restore(&root, &saved);
-        return Err(e.context(match undo {
-            Ok(()) => format!(
-                "restoring backup {} failed; the files are as they were",
-                chosen.id
-            ),
-            Err(u) => format!(
-                "restoring backup {} failed, and putting the files back failed too ({u:#}); \
-                 they are saved in {}",
-                chosen.id,
-                saved.dir()
-            ),
-        }));
+    let saved = backup::restore_saving(&root, &chosen, backup::REASON_ROLLBACK)?
+        .context("internal error: the files differed from the backup, then did not")?;
+    // The operator chose the files now: an interrupted apply is no longer
+    // for the next apply to recover (its backup stays for `--backup`).
+    for mut b in backup::interrupted(&root)? {
+        backup::finish(&root, &mut b)?;
     }
     o.set("rolled_back", true).set("saved", saved.id.clone());
     o.line(format!(
@@ -103,4 +105,26 @@ pub fn run(global: &GlobalOpts, opts: &RollbackOpts) -> Result<Outcome> {
     }
     o.set("restarted", restarted);
     Ok(o)
+}
+
+/// The backup `rollback` restores by default: the last apply that took
+/// effect. An interrupted apply whose files are all still as before it (it
+/// died before writing) changed nothing and is skipped (and, with `mark`,
+/// recorded as undone).
+fn last_applied(root: &crate::system::Sysroot, mark: bool) -> Result<Option<backup::Backup>> {
+    for mut b in backup::list(root)? {
+        if b.reason != backup::REASON_APPLY || b.undone {
+            continue;
+        }
+        if b.pending && backup::differing(root, &b)?.is_empty() {
+            if mark {
+                // Changes nothing but the temporary files it may have left.
+                backup::restore(root, &b)?;
+                backup::mark_undone(root, &mut b)?;
+            }
+            continue;
+        }
+        return Ok(Some(b));
+    }
+    Ok(None)
 }

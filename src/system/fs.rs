@@ -70,7 +70,7 @@ impl Sysroot {
     /// The host path with the parent directories resolved inside the root and
     /// the last component left as it is (it may be a link): for writing,
     /// removing and `lstat`.
-    fn host_path_nofollow(&self, node_path: &str) -> Result<PathBuf> {
+    pub fn host_path_nofollow(&self, node_path: &str) -> Result<PathBuf> {
         self.resolve(node_path, false)
     }
 
@@ -439,7 +439,10 @@ pub fn stage(target: &Path, name: &str, bytes: &[u8], perms: Perms) -> Result<St
         )
         .with_context(|| format!("{name}: setting owner {}:{}", perms.uid, perms.gid))?;
     }
-    tmp.write_all(bytes).with_context(ctx)?;
+    let (head, tail) = bytes.split_at(bytes.len() / 2);
+    tmp.write_all(head).with_context(ctx)?;
+    crate::failpoint::mid_write(name)?;
+    tmp.write_all(tail).with_context(ctx)?;
     let f = tmp.as_file();
     f.set_permissions(std::fs::Permissions::from_mode(perms.mode))
         .with_context(ctx)?;

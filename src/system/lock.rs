@@ -1,5 +1,7 @@
-//! One `apply` at a time per node: an exclusive flock on
-//! `/run/irsa-agent/apply.lock`, taken without waiting.
+//! One `apply` (or `rollback`) at a time per node: an exclusive flock on
+//! `/run/irsa-agent/apply.lock`, taken without waiting. The kernel drops a
+//! flock when its holder dies, even by SIGKILL, so a crashed run never
+//! blocks the next one; the pid in the file is only for the message.
 
 use std::io::{Read, Seek, Write};
 
@@ -30,11 +32,21 @@ pub fn acquire(root: &Sysroot) -> Result<RunLock> {
     let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
         Ok(l) => l,
         Err((mut f, _)) => {
+            // The holder writes its pid just after locking: give it a moment.
             let mut holder = String::new();
-            let _ = f.read_to_string(&mut holder);
+            for _ in 0..20 {
+                holder.clear();
+                let _ = f.rewind();
+                let _ = f.read_to_string(&mut holder);
+                if !holder.trim().is_empty() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
             let holder = holder.trim();
             return Err(anyhow!(
-                "another irsa-agent run holds {LOCK_FILE}{}; wait for it to finish",
+                "another irsa-agent run{} holds {LOCK_FILE}; nothing was changed: wait for it to finish, then run \
+                 again",
                 if holder.is_empty() {
                     String::new()
                 } else {

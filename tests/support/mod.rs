@@ -19,4 +19,4 @@ pub mod sim;
 pub mod tree;
 
 pub use effective::{apiserver_args, sa_settings, SaSettings};
-pub use tree::{copy_fixture, fixture_path, snapshot};
+pub use tree::{copy_fixture, copy_fixture_in, fixture_path, snapshot};

@@ -21,10 +21,15 @@ pub fn fixture_path(case: &str) -> PathBuf {
 /// Note that git only records the executable bit, so a checked-out `sa.key` is
 /// 0644 (or per umask), not the 0600 a real node has.
 pub fn copy_fixture(case: &str) -> tempfile::TempDir {
+    copy_fixture_in(case, &std::env::temp_dir())
+}
+
+/// [`copy_fixture`] into a temp dir under `parent`.
+pub fn copy_fixture_in(case: &str, parent: &Path) -> tempfile::TempDir {
     let src = fixture_path(case);
     let dir = tempfile::Builder::new()
         .prefix(&format!("fixture-{case}-"))
-        .tempdir()
+        .tempdir_in(parent)
         .expect("creating temp dir");
     copy_tree(&src, dir.path()).unwrap_or_else(|e| panic!("copying fixture {case}: {e}"));
     dir
