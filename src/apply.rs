@@ -10,7 +10,6 @@
 //! still gets the original bytes back.
 
 use std::path::Path;
-use std::time::SystemTime;
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::json;
@@ -20,7 +19,7 @@ use crate::distro::{Profile, RestartMethod};
 use crate::flags::{converge, Desired, Effective, SaState};
 use crate::issuer::{differ_only_by_trailing_slash, Issuer};
 use crate::keys::{self, PrivateKey, PublicKey};
-use crate::live::{self, Live};
+use crate::live::{self, Live, Mark};
 use crate::node::{self, Node};
 use crate::output::{Exit, Failure, Outcome};
 use crate::system::fs::{default_owner, Perms};
@@ -177,10 +176,10 @@ pub fn run(global: &GlobalOpts, opts: &ApplyOpts) -> Result<Outcome> {
         }
         None => None,
     };
-    let written_at = SystemTime::now();
+    let written_at = live.as_ref().map(Live::mark);
     let mut backup = write(&node.root, &plan.changes)?;
     done.backup = Some(backup.id.clone());
-    if let (Some(live), Some(old_token)) = (&live, &old_token) {
+    if let (Some(live), Some(old_token), Some(written_at)) = (&live, &old_token, &written_at) {
         let restarted = backup::mark_restarting(&node.root, &mut backup).and_then(|()| {
             restart_and_verify(live, &node, &plan, opts, audience, old_token, written_at)
         });
@@ -245,7 +244,7 @@ fn restart_and_verify(
     opts: &ApplyOpts,
     audience: &str,
     old_token: &str,
-    written_at: SystemTime,
+    written_at: &Mark,
 ) -> Result<verify::Verified> {
     failpoint::hit("after-write")?;
     live.restart(&plan.target, written_at)

@@ -100,10 +100,25 @@ impl Live {
         result
     }
 
+    /// Take a [`Mark`] now, before writing a configuration.
+    pub fn mark(&self) -> Mark {
+        let running = match self.profile.restart.method {
+            RestartMethod::StaticPod => process::find(&self.profile.detect.processes)
+                .iter()
+                .map(|p| p.pid)
+                .collect(),
+            RestartMethod::Systemd => Vec::new(),
+        };
+        Mark {
+            at: SystemTime::now(),
+            running,
+        }
+    }
+
     /// Restart the apiserver the way its distribution runs it and wait until
     /// the new one runs `expect` (static pods) or systemd's job is done.
-    /// `since`: when the configuration was written.
-    pub fn restart(&self, expect: &SaState, since: SystemTime) -> Result<()> {
+    /// `since`: taken before the configuration was written.
+    pub fn restart(&self, expect: &SaState, since: &Mark) -> Result<()> {
         match (self.profile.restart.method, &self.profile.restart.unit) {
             (RestartMethod::Systemd, Some(unit)) => {
                 let bar = self.progress(format!("restarting {unit} through systemd"));
@@ -132,11 +147,37 @@ impl Live {
         }
     }
 
-    /// [`Live::restart`] from now, then [`Live::wait_ready`]: how a restored
-    /// configuration is brought back.
+    /// [`Live::restart`] waiting for any apiserver on `expect`, then
+    /// [`Live::wait_ready`]: how a restored configuration is brought back.
     pub fn restart_and_wait(&self, expect: &SaState, when: &str) -> Result<()> {
-        self.restart(expect, SystemTime::now())?;
+        // Any apiserver running the restored flags will do: the kubelet may
+        // never have noticed the change that is now undone, and then the pod
+        // from before it still runs.
+        self.restart(expect, &Mark::any())?;
         self.wait_ready(when).map(|_| ())
+    }
+}
+
+/// When a configuration is about to be written: the time, and (static pods)
+/// the apiserver processes running then, none of which can be the pod the
+/// kubelet starts from the new manifest (a process started just before the
+/// write could otherwise pass for it, start times having one-second
+/// resolution).
+#[derive(Debug, Clone)]
+pub struct Mark {
+    at: SystemTime,
+    running: Vec<u32>,
+}
+
+impl Mark {
+    /// Any process running `expect` will do, however old: a manifest that did
+    /// not change, or was changed and put back before the kubelet looked, is
+    /// not restarted by the kubelet.
+    pub fn any() -> Mark {
+        Mark {
+            at: std::time::UNIX_EPOCH,
+            running: Vec::new(),
+        }
     }
 }
 
@@ -145,24 +186,27 @@ pub fn state_of_command_line(cmd: &[String]) -> SaState {
     Effective::from_args(&formats::args_from_command_line(cmd)).state()
 }
 
-/// Wait for a process named one of `names`, started at or after `since`, whose
-/// command line carries exactly `expect`: the kubelet has replaced the pod.
+/// Wait for a process named one of `names`, not running at `since` and
+/// started after it, whose command line carries exactly `expect`: the
+/// kubelet has replaced the pod.
 async fn wait_for_process(
     names: &[String],
     expect: &SaState,
-    since: SystemTime,
+    since: &Mark,
     timeout: Duration,
 ) -> Result<u32> {
     let start = Instant::now();
-    let since = process::epoch_secs(since);
+    let at = process::epoch_secs(since.at);
     loop {
         let found = process::find(names);
         // /proc start times are relative to a boot time rounded to the second:
-        // allow one second; the command line is what tells the pods apart.
-        if let Some(p) = found
-            .iter()
-            .find(|p| p.started + 1 >= since && state_of_command_line(&p.cmd) == *expect)
-        {
+        // allow one second; the pids running before and the command line are
+        // what tell the pods apart.
+        if let Some(p) = found.iter().find(|p| {
+            !since.running.contains(&p.pid)
+                && p.started + 1 >= at
+                && state_of_command_line(&p.cmd) == *expect
+        }) {
             return Ok(p.pid);
         }
         if start.elapsed() >= timeout {

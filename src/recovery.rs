@@ -15,12 +15,10 @@
 //! backup holds them and `rollback` afterwards restores them; the
 //! interrupted run's backup also still holds them (`rollback --backup ID`).
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use crate::live::Live;
+use crate::live::{Live, Mark};
 use crate::node::{self, Node};
 use crate::output::{Exit, Failure};
 use crate::system::backup;
@@ -35,7 +33,7 @@ pub fn recover(node: &Node, live: Option<&Live>) -> Result<Option<Vec<String>>> 
     }
     let before = node::load_files(root, node.profile())?;
     let restarted = pending.iter().any(|b| b.restarted);
-    let since = SystemTime::now();
+    let since = live.map(Live::mark);
     let mut ids = Vec::new();
     for mut b in pending {
         tracing::warn!(
@@ -65,9 +63,12 @@ pub fn recover(node: &Node, live: Option<&Live>) -> Result<Option<Vec<String>>> 
         let restored = node::inspect(root.clone(), Some(&node.profile().name))?;
         // A static pod restarts only when its manifest changes: when this
         // restore did not change it, wait for any apiserver running it.
-        let since = if config_changed { since } else { UNIX_EPOCH };
+        let since = match since {
+            Some(mark) if config_changed => mark,
+            _ => Mark::any(),
+        };
         let back = live
-            .restart(&restored.effective.state(), since)
+            .restart(&restored.effective.state(), &since)
             .and_then(|()| live.wait_ready("after undoing the interrupted apply"));
         if let Err(e) = back {
             let message = format!(

@@ -687,6 +687,64 @@ fn a_failure_at_any_step_after_the_write_rolls_back() {
 }
 
 #[test]
+fn a_process_already_running_the_new_flags_is_not_taken_for_the_new_pod() {
+    let mut node = Node::start("kubeadm-default", "kubeadm");
+    let issuer = "https://oidc.example.com/stray";
+    // The flags the apply will write.
+    let (plan, code) = node.run(&["apply", "--issuer", issuer, "--check"]);
+    assert_eq!(code, 0, "{plan}");
+    let strings = |key: &str| -> Vec<String> {
+        plan[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    };
+    let mut args: Vec<String> = strings("issuers")
+        .iter()
+        .map(|i| format!("--service-account-issuer={i}"))
+        .collect();
+    args.extend(
+        strings("key_files")
+            .iter()
+            .map(|k| format!("--service-account-key-file={k}")),
+    );
+    args.push(format!(
+        "--service-account-signing-key-file={}",
+        plan["signing_key_file"].as_str().unwrap()
+    ));
+    args.push(format!(
+        "--api-audiences={}",
+        strings("api_audiences").join(",")
+    ));
+    // A kubelet that does not react, and a kube-apiserver already running the
+    // new flags, started a moment before the write (start times have
+    // one-second resolution): it is not the pod the kubelet would start.
+    node.cluster.stop_kubelet();
+    let mut stray = std::process::Command::new(node.cluster.stand_in_path().unwrap())
+        .args(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let before = node.files();
+    let (v, code) = node.run(&["apply", "--issuer", issuer, "--timeout", "2"]);
+    let _ = stray.kill();
+    let _ = stray.wait();
+    let msg = v["error"].as_str().unwrap_or_default().to_string();
+    assert!(
+        msg.contains("did not start a kube-apiserver with the new flags"),
+        "the stray process was taken for the new pod: {v}"
+    );
+    // The files are back, and the pod from before (never replaced) runs them.
+    assert_eq!(code, 3, "{v}");
+    assert_eq!(v["rolled_back"], true, "{v}");
+    assert_eq!(v["healthy"], true, "{v}");
+    assert_same_files(&node.files(), &before, "old files restored");
+}
+
+#[test]
 fn a_rollback_that_cannot_bring_the_apiserver_back_exits_4() {
     let node = Node::start("k3s-default", "k3s");
     // Every key file becomes unreadable from the next start on: the new

@@ -469,6 +469,14 @@ impl Cluster {
         self.dir.path()
     }
 
+    /// Stop the fake kubelet: from now on a changed manifest restarts nothing
+    /// (a kubelet that is down or slow).
+    pub fn stop_kubelet(&mut self) {
+        if let Some(mut k) = self.kubelet.take() {
+            k.stop();
+        }
+    }
+
     pub fn status(&self) -> Status {
         let st = self.shared.state.lock().unwrap();
         let now = Instant::now();
