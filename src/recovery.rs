@@ -18,7 +18,7 @@
 use anyhow::{Context, Result};
 use serde_json::json;
 
-use crate::live::{Live, Mark};
+use crate::live::Live;
 use crate::node::{self, Node};
 use crate::output::{Exit, Failure};
 use crate::system::backup;
@@ -33,7 +33,6 @@ pub fn recover(node: &Node, live: Option<&Live>) -> Result<Option<Vec<String>>> 
     }
     let before = node::load_files(root, node.profile())?;
     let restarted = pending.iter().any(|b| b.restarted);
-    let since = live.map(Live::mark);
     let mut ids = Vec::new();
     for mut b in pending {
         tracing::warn!(
@@ -61,15 +60,12 @@ pub fn recover(node: &Node, live: Option<&Live>) -> Result<Option<Vec<String>>> 
     let config_changed = node::load_files(root, node.profile())? != before;
     if let (Some(live), true) = (live, config_changed || restarted) {
         let restored = node::inspect(root.clone(), Some(&node.profile().name))?;
-        // A static pod restarts only when its manifest changes: when this
-        // restore did not change it, wait for any apiserver running it.
-        let since = match since {
-            Some(mark) if config_changed => mark,
-            _ => Mark::any(),
-        };
-        let back = live
-            .restart(&restored.effective.state(), &since)
-            .and_then(|()| live.wait_ready("after undoing the interrupted apply"));
+        // Any apiserver on the restored files will do: a static pod the
+        // kubelet never replaced, or one it replaced back.
+        let back = live.restart_and_wait(
+            &restored.effective.state(),
+            "after undoing the interrupted apply",
+        );
         if let Err(e) = back {
             let message = format!(
                 "an interrupted apply was undone (its files restored from backup {}) but the apiserver did not \
