@@ -71,12 +71,7 @@ pub fn apiserver_running(node: &Node) -> Option<bool> {
     if !node.root.is_host() {
         return None;
     }
-    let names = &node.profile().detect.processes;
-    let mut sys = sysinfo::System::new();
-    sys.refresh_processes(sysinfo::ProcessesToUpdate::All, true);
-    Some(sys.processes().values().any(|p| {
-        names
-            .iter()
-            .any(|n| p.name().to_string_lossy() == n.as_str())
-    }))
+    Some(crate::system::process::any_named(
+        &node.profile().detect.processes,
+    ))
 }

@@ -14,21 +14,34 @@ pub struct Process {
     pub cmd: Vec<String>,
 }
 
+/// The processes of this host, read with `refresh` (sysinfo reads only what
+/// it asks for: `detect` must stay fast on a node with hundreds of processes).
+fn scan(refresh: sysinfo::ProcessRefreshKind) -> sysinfo::System {
+    let mut sys = sysinfo::System::new();
+    sys.refresh_processes_specifics(sysinfo::ProcessesToUpdate::All, true, refresh);
+    sys
+}
+
+fn named(p: &sysinfo::Process, names: &[String]) -> bool {
+    names
+        .iter()
+        .any(|n| p.name().to_string_lossy() == n.as_str())
+}
+
+/// Whether a process named one of `names` (the kernel's `comm`) runs.
+pub fn any_named(names: &[String]) -> bool {
+    scan(sysinfo::ProcessRefreshKind::nothing())
+        .processes()
+        .values()
+        .any(|p| named(p, names))
+}
+
 /// Every process named one of `names` (the kernel's `comm`).
 pub fn find(names: &[String]) -> Vec<Process> {
-    let mut sys = sysinfo::System::new();
-    sys.refresh_processes_specifics(
-        sysinfo::ProcessesToUpdate::All,
-        true,
-        sysinfo::ProcessRefreshKind::nothing().with_cmd(sysinfo::UpdateKind::Always),
-    );
+    let sys = scan(sysinfo::ProcessRefreshKind::nothing().with_cmd(sysinfo::UpdateKind::Always));
     sys.processes()
         .values()
-        .filter(|p| {
-            names
-                .iter()
-                .any(|n| p.name().to_string_lossy() == n.as_str())
-        })
+        .filter(|p| named(p, names))
         .map(|p| Process {
             pid: p.pid().as_u32(),
             started: p.start_time(),
