@@ -205,6 +205,11 @@ pub fn edit(
     distro: &str,
     target: &SaState,
 ) -> Result<ConfigSet> {
+    // Already there (whatever the drop-in looks like): nothing to write.
+    let now = get_args(defaults, distro, &merged_list(files, config)?);
+    if Effective::from_args(&now).state() == *target {
+        return Ok(files.clone());
+    }
     let mut base: ConfigSet = files.clone();
     base.remove(dropin);
     let base_list = merged_list(&base, config)?;
