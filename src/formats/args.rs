@@ -51,14 +51,16 @@ pub fn items(text: &str, vars: &Vars) -> Result<Vec<Item>> {
         }));
     }
     let mut items = lines::items_from_tokens(&tokens).map_err(|e| anyhow::anyhow!("{e:#}"))?;
-    // A line holding anything but one flag (and its value) cannot be edited alone.
+    // Lines holding anything but one flag and its value (on the same line or
+    // the next) cannot be edited alone.
     for it in &mut items {
-        let on_line: Vec<&Token> = tokens.iter().filter(|t| t.line == it.line).collect();
-        let alone = match on_line.as_slice() {
-            [_] => it.last_line == it.line,
-            [flag, value] => {
-                !flag.text.contains('=') && !value.text.starts_with('-') && it.last_line == it.line
-            }
+        let span: Vec<&Token> = tokens
+            .iter()
+            .filter(|t| (it.line..=it.last_line).contains(&t.line))
+            .collect();
+        let alone = match span.as_slice() {
+            [_] => true,
+            [flag, value] => !flag.text.contains('=') && value.text == it.value,
             _ => false,
         };
         it.shared_line = !alone;

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use serde_yaml::Value;
 
 use super::lines::{self, Edit, Item, Lines, Token};
@@ -94,7 +94,7 @@ fn parse(path: &str, text: &str) -> Result<(BTreeMap<String, String>, Vec<String
     let doc: Value = if text.trim().is_empty() {
         Value::Null
     } else {
-        serde_yaml::from_str(text).with_context(|| format!("{path} is not valid YAML"))?
+        super::yaml_lines::parse(path, text)?
     };
     let api = doc.get("spec").and_then(|s| s.get("api"));
     let mut extra = BTreeMap::new();

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use serde_yaml::{Mapping, Value};
 
 use super::lines::{Lines, Token};
@@ -45,7 +45,7 @@ pub fn merged_list(files: &ConfigSet, config: &str) -> Result<Vec<ListItem>> {
         let map: Mapping = if text.trim().is_empty() {
             Mapping::new()
         } else {
-            serde_yaml::from_str(text).with_context(|| format!("{path} is not valid YAML"))?
+            super::yaml_lines::parse(path, text)?
         };
         let blocks = block_sequences(text, &[KEY, "kube-apiserver-arg+"]);
         for (k, v) in &map {

@@ -271,11 +271,18 @@ pub fn plan(items: &[Item], target: &SaState) -> Vec<Edit> {
         .flat_map(|&i| split_slice(&items[i].value))
         .collect();
     // pflag reads `a,` as the audiences "a" and "": such a value is rewritten.
-    let clean = aud_items
-        .iter()
-        .all(|&i| !items[i].value.split(',').any(str::is_empty));
+    // An empty value is no audience at all and harmless.
+    let clean = aud_items.iter().all(|&i| {
+        let v = &items[i].value;
+        v.is_empty() || !v.split(',').any(str::is_empty)
+    });
     if target.api_audiences.is_empty() {
-        edits.extend(aud_items.iter().map(|&item| Edit::Delete { item }));
+        edits.extend(
+            aud_items
+                .iter()
+                .filter(|&&i| !items[i].value.is_empty())
+                .map(|&item| Edit::Delete { item }),
+        );
     } else if current_aud != target.api_audiences || !clean {
         let joined = target.api_audiences.join(",");
         match aud_items.first() {

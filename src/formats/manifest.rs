@@ -13,8 +13,7 @@ const CONTAINER: &str = "kube-apiserver";
 
 /// The kube-apiserver container's arguments, with the text lines they stand on.
 fn tokens(path: &str, text: &str) -> Result<Vec<Token>> {
-    let doc: Value =
-        serde_yaml::from_str(text).with_context(|| format!("{path} is not valid YAML"))?;
+    let doc: Value = super::yaml_lines::parse(path, text)?;
     let named = doc
         .get("spec")
         .and_then(|s| s.get("containers"))

@@ -112,7 +112,7 @@ fn check_target(target: &SaState) -> Result<()> {
 /// byte-order mark keeps it. The result is read back before it is returned:
 /// an edit that would not give exactly `target` is an error, never a file.
 pub fn write(profile: &Profile, files: &ConfigSet, target: &SaState) -> Result<ConfigSet> {
-    check_target(target)?;
+    check_target(target).with_context(|| format!("editing {}", profile.config))?;
     let stripped = without_bom(profile, files);
     let mut out = write_stripped(profile, &stripped, target)?;
     let edited = || {

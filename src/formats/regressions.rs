@@ -84,6 +84,12 @@ fn empty_audience_fields_are_dropped() {
     let out = write(&p, &f, &current).unwrap();
     assert_eq!(out[&p.config], "--servic0-beu-x=1\n--api-audiences=a\n");
     assert_eq!(write(&p, &out, &current).unwrap(), out);
+    // fuzz args_file crash-0f041fc7: an empty value is no audience at all
+    // (pflag: readAsCSV("") is empty); a converged file is left alone.
+    let f = files(&p, "--x=1\n--api-audiences=\n\n");
+    let current = state(&p, &f);
+    assert!(current.api_audiences.is_empty());
+    assert_eq!(write(&p, &f, &current).unwrap(), f);
 }
 
 /// Found by the differential check against tests/support: kubelite splits a
@@ -234,4 +240,25 @@ fn unwritable_targets_are_refused() {
         let err = err_of(write(&p, &f, &t));
         assert!(err.contains(want), "{err}");
     }
+}
+
+/// bad-input args/separate-lines: a flag and its value on two lines of an
+/// args file is one flag; replacing or removing it takes both lines.
+#[test]
+fn args_flag_with_its_value_on_the_next_line_is_edited_whole() {
+    let p = by_name("microk8s").unwrap();
+    let f = files(
+        &p,
+        "--service-account-issuer\nhttps://a\n--service-account-signing-key-file\n/old.key\n--x=1\n",
+    );
+    let mut target = state(&p, &f);
+    assert_eq!(target.issuers, ["https://a"]);
+    target.issuers = vec!["https://b".into()];
+    target.signing_key_file = Some("/new.key".into());
+    let out = write(&p, &f, &target).unwrap();
+    // Both two-line flags are gone; the new issuer goes after the last managed flag.
+    assert_eq!(
+        out[&p.config],
+        "--service-account-signing-key-file=/new.key\n--service-account-issuer=https://b\n--x=1\n"
+    );
 }
