@@ -5,7 +5,7 @@
 #![no_main]
 
 use irsa_agent::formats::args;
-use irsa_fuzz::{assert_independent, assert_line_endings, assert_lines_kept, check_edit};
+use irsa_fuzz::{assert_independent, assert_line_endings, assert_lines_kept, check_edit_with};
 use irsa_fuzz::{effective, mentions_managed_flag, parts, pick_target, profile, state, text};
 use libfuzzer_sys::fuzz_target;
 
@@ -18,14 +18,16 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let target = pick_target(parts.get(1).copied(), &current);
-    let Some(out) = check_edit(p, &files, &target) else {
+    let env = |name: &str| p.vars.get(name).cloned();
+    let empty_audience =
+        |t: &str| irsa_fuzz::argv_has_empty_audience(&effective::microk8s_parse_args(t, &env));
+    let Some(out) = check_edit_with(p, &files, &target, &empty_audience) else {
         return;
     };
     let new = &out[&p.config];
 
     // Only the lines of managed flags (and their values) may change; a line
     // counted as one spells a managed flag once unquoted and expanded.
-    let env = |name: &str| p.vars.get(name).cloned();
     let items = args::items(&old, &p.vars).unwrap_or_default();
     let managed_line = |i: usize| {
         items.iter().any(|it| {
