@@ -1,4 +1,4 @@
-//! The bad-input corpus (`tests/fixtures/bad-input/<format>/<case>`, see its
+//! The bad-input corpus (`tests/bad-input/<format>/<case>`, see its
 //! README): each file replaces the configuration file of a fixture sysroot
 //! and the real binary runs `apply` on it. Every case either converges
 //! correctly, checked with the independent reader in tests/support (not the
@@ -86,7 +86,7 @@ fn run(root: &Path, args: &[&str]) -> (Value, i32) {
 
 fn case_bytes(f: &Format, case: &str) -> Vec<u8> {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/bad-input")
+        .join("tests/bad-input")
         .join(f.dir)
         .join(case);
     std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
