@@ -1,7 +1,9 @@
 //! The MicroK8s args file (`/var/snap/microk8s/current/args/kube-apiserver`),
-//! read the way kubelite's `ReadArgsFromFile` reads it: each line trimmed,
-//! empty and `#`-prefixed lines skipped, every `"` and `'` deleted, split on
-//! whitespace, `$VAR`/`${VAR}` expanded.
+//! read the way kubelite's `ReadArgsFromFile` reads it: lines split on `\n`,
+//! each trimmed (Go `strings.TrimSpace`), empty and `#`-prefixed lines skipped,
+//! every `"` and `'` deleted, split on single spaces (`strings.Split(line, " ")`:
+//! a tab does not separate arguments, two spaces make an empty argument),
+//! `$VAR`/`${VAR}` expanded (`os.ExpandEnv`).
 
 use std::collections::BTreeMap;
 
@@ -13,11 +15,26 @@ use crate::flags::{Arg, SaState, Source};
 /// Environment variables kubelite expands (the snap's environment).
 pub type Vars = BTreeMap<String, String>;
 
-/// Every flag item of the file, values unquoted and expanded.
-pub fn items(text: &str, vars: &Vars) -> Vec<Item> {
+/// Go's `unicode.IsSpace`, which `strings.TrimSpace` trims.
+fn is_go_space(c: char) -> bool {
+    matches!(
+        c,
+        '\t' | '\n' | '\u{b}' | '\u{c}' | '\r' | ' ' | '\u{85}' | '\u{a0}'
+    ) || (c > '\u{ff}' && c.is_whitespace())
+}
+
+/// Every flag item of the file, values unquoted and expanded. Errors name the
+/// line when kube-apiserver would not read a managed flag as written.
+pub fn items(text: &str, vars: &Vars) -> Result<Vec<Item>> {
+    if text.starts_with('\u{feff}') {
+        bail!(
+            "line 1 starts with a UTF-8 byte-order mark, which kubelite does not strip: \
+             kube-apiserver would get it as part of its first argument; remove the first 3 bytes"
+        );
+    }
     let mut tokens = Vec::new();
     for (i, raw) in Lines::parse(text).iter().enumerate() {
-        let trimmed = raw.trim();
+        let trimmed = raw.trim_matches(is_go_space);
         if trimmed.is_empty() || trimmed.starts_with('#') {
             continue;
         }
@@ -25,68 +42,98 @@ pub fn items(text: &str, vars: &Vars) -> Vec<Item> {
             .chars()
             .filter(|c| *c != '"' && *c != '\'')
             .collect();
-        let indent = &raw[..raw.len() - raw.trim_start().len()];
-        tokens.extend(unquoted.split_whitespace().map(|t| Token {
+        let indent = &raw[..raw.len() - raw.trim_start_matches(is_go_space).len()];
+        tokens.extend(unquoted.split(' ').map(|t| Token {
             text: expand(t, vars),
             line: i,
             prefix: indent.to_string(),
             suffix: String::new(),
         }));
     }
-    let mut items = lines::items_from_tokens(&tokens);
-    // A line holding anything but one flag (and its value) cannot be edited alone.
+    let mut items = lines::items_from_tokens(&tokens).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    // Lines holding anything but one flag and its value (on the same line or
+    // the next) cannot be edited alone.
     for it in &mut items {
-        let on_line: Vec<&Token> = tokens.iter().filter(|t| t.line == it.line).collect();
-        let alone = match on_line.as_slice() {
+        let span: Vec<&Token> = tokens
+            .iter()
+            .filter(|t| (it.line..=it.last_line).contains(&t.line))
+            .collect();
+        let alone = match span.as_slice() {
             [_] => true,
-            [flag, value] => !flag.text.contains('=') && !value.text.starts_with('-'),
+            [flag, value] => !flag.text.contains('=') && value.text == it.value,
             _ => false,
         };
         it.shared_line = !alone;
     }
-    items
+    Ok(items)
 }
 
-/// `os.ExpandEnv` over the snap's variables; unknown variables expand to "".
+/// Go's `os.ExpandEnv` over the snap's variables (unknown ones expand to ""):
+/// `$NAME`, `${NAME}`, the one-character specials `$*`, `$#`, `$$`, `$@`,
+/// `$!`, `$?`, `$-`, `$0`..`$9`; a bad `${...}` is dropped, a `$` followed by
+/// nothing it can name stays.
 fn expand(token: &str, vars: &Vars) -> String {
+    let special = |c: u8| {
+        matches!(
+            c,
+            b'*' | b'#' | b'$' | b'@' | b'!' | b'?' | b'-' | b'0'..=b'9'
+        )
+    };
+    let b = token.as_bytes();
     let mut out = String::new();
-    let mut rest = token;
-    while let Some(pos) = rest.find('$') {
-        out.push_str(&rest[..pos]);
-        let after = &rest[pos + 1..];
-        let (name, consumed) = if let Some(inner) = after.strip_prefix('{') {
-            match inner.find('}') {
-                Some(end) => (&inner[..end], end + 2),
-                None => ("", after.len()),
+    let mut copied = 0;
+    let mut j = 0;
+    while j < b.len() {
+        if b[j] == b'$' && j + 1 < b.len() {
+            out.push_str(&token[copied..j]);
+            let rest = &token[j + 1..];
+            let rb = rest.as_bytes();
+            // (name, bytes consumed after the `$`)
+            let (name, width) = if rb[0] == b'{' {
+                if rb.len() > 2 && special(rb[1]) && rb[2] == b'}' {
+                    (&rest[1..2], 3)
+                } else {
+                    match rest.find('}') {
+                        Some(1) => ("", 2),
+                        Some(end) => (&rest[1..end], end + 1),
+                        None => ("", 1),
+                    }
+                }
+            } else if special(rb[0]) {
+                (&rest[..1], 1)
+            } else {
+                let n = rb
+                    .iter()
+                    .take_while(|c| c.is_ascii_alphanumeric() || **c == b'_')
+                    .count();
+                (&rest[..n], n)
+            };
+            if name.is_empty() && width == 0 {
+                out.push('$');
+            } else if let Some(v) = vars.get(name) {
+                out.push_str(v);
             }
-        } else {
-            let end = after
-                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .unwrap_or(after.len());
-            (&after[..end], end)
-        };
-        if name.is_empty() && consumed == 0 {
-            out.push('$');
-        } else if let Some(v) = vars.get(name) {
-            out.push_str(v);
+            j += width;
+            copied = j + 1;
         }
-        rest = &after[consumed..];
+        j += 1;
     }
-    out.push_str(rest);
+    out.push_str(&token[copied.min(token.len())..]);
     out
 }
 
 /// The apiserver arguments the file yields.
-pub fn read(path: &str, text: &str, vars: &Vars) -> Vec<Arg> {
-    items(text, vars)
+pub fn read(path: &str, text: &str, vars: &Vars) -> Result<Vec<Arg>> {
+    Ok(items(text, vars)
+        .map_err(|e| anyhow::anyhow!("{path}: {e}"))?
         .into_iter()
         .map(|it| Arg::new(it.name, it.value, Source::line(path, it.line + 1)))
-        .collect()
+        .collect())
 }
 
 /// Rewrite the file so that its managed flags are exactly `target`.
 pub fn edit(text: &str, target: &SaState, vars: &Vars) -> Result<String> {
-    let items = items(text, vars);
+    let items = items(text, vars)?;
     let edits = lines::plan(&items, target);
     lines::apply(text, &items, &edits, &ArgsRender { vars })
 }
@@ -141,7 +188,7 @@ mod tests {
     #[test]
     fn reads_like_kubelite() {
         let text = "# comment\n\n  --service-account-issuer='https://kubernetes.default.svc'\n--service-account-key-file=${SNAP_DATA}/certs/sa.key\n--api-audiences \"a,b\"\n--x=1 --y=2\n";
-        let args = read("/args", text, &vars());
+        let args = read("/args", text, &vars()).unwrap();
         let got: Vec<_> = args
             .iter()
             .map(|a| (a.name.as_str(), a.value.as_str()))

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use serde_yaml::Value;
 
 use super::lines::{self, Edit, Item, Lines, Token};
@@ -94,7 +94,7 @@ fn parse(path: &str, text: &str) -> Result<(BTreeMap<String, String>, Vec<String
     let doc: Value = if text.trim().is_empty() {
         Value::Null
     } else {
-        serde_yaml::from_str(text).with_context(|| format!("{path} is not valid YAML"))?
+        super::yaml_lines::parse(path, text)?
     };
     let api = doc.get("spec").and_then(|s| s.get("api"));
     let mut extra = BTreeMap::new();
@@ -160,7 +160,7 @@ fn raw_items(path: &str, lines: &[&str], loc: &Located, raw: &[String]) -> Resul
     if !tokens.iter().map(|t| &t.text).eq(raw.iter()) {
         bail!("{path}: spec.api.rawArgs is not written as a block list with one item per line");
     }
-    Ok(lines::items_from_tokens(&tokens))
+    lines::items_from_tokens(&tokens).map_err(|e| anyhow!("{path}: spec.api.rawArgs: {e}"))
 }
 
 /// The apiserver arguments: generated defaults overridden by extraArgs (sorted
@@ -197,7 +197,47 @@ pub fn read(path: &str, text: &str, defaults: &[(String, String)]) -> Result<Vec
 }
 
 /// Rewrite `k0s.yaml` so that the managed flags are exactly `target`.
+/// Nothing but `spec.api.extraArgs` and `spec.api.rawArgs` may change: the
+/// edit is checked on the parsed documents, so YAML the line editor does not
+/// follow (tags, anchors, flow style around `spec.api`) is refused, not mangled.
 pub fn edit(
+    path: &str,
+    text: &str,
+    defaults: &[(String, String)],
+    target: &SaState,
+) -> Result<String> {
+    let out = edit_lines(path, text, defaults, target)?;
+    if out != text && outside_api_args(text)? != outside_api_args(&out)? {
+        bail!(
+            "{path}: cannot add spec.api.extraArgs/rawArgs without changing other settings \
+             (spec.api is written with YAML features irsa-agent does not edit in place, such as \
+             tags, anchors or flow style); add an empty `extraArgs:` mapping under spec.api by hand"
+        );
+    }
+    Ok(out)
+}
+
+/// The document without `spec.api.extraArgs` and `spec.api.rawArgs` (an
+/// `api:` left empty counts as no value).
+fn outside_api_args(text: &str) -> Result<Value> {
+    let mut doc: Value = if text.trim().is_empty() {
+        Value::Null
+    } else {
+        serde_yaml::from_str(text)?
+    };
+    if let Some(api) = doc.get_mut("spec").and_then(|s| s.get_mut("api")) {
+        if let Some(m) = api.as_mapping_mut() {
+            m.remove("extraArgs");
+            m.remove("rawArgs");
+            if m.is_empty() {
+                *api = Value::Null;
+            }
+        }
+    }
+    Ok(doc)
+}
+
+fn edit_lines(
     path: &str,
     text: &str,
     defaults: &[(String, String)],

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use serde_yaml::{Mapping, Value};
 
 use super::lines::{Lines, Token};
@@ -45,7 +45,7 @@ pub fn merged_list(files: &ConfigSet, config: &str) -> Result<Vec<ListItem>> {
         let map: Mapping = if text.trim().is_empty() {
             Mapping::new()
         } else {
-            serde_yaml::from_str(text).with_context(|| format!("{path} is not valid YAML"))?
+            super::yaml_lines::parse(path, text)?
         };
         let blocks = block_sequences(text, &[KEY, "kube-apiserver-arg+"]);
         for (k, v) in &map {
@@ -205,6 +205,11 @@ pub fn edit(
     distro: &str,
     target: &SaState,
 ) -> Result<ConfigSet> {
+    // Already there (whatever the drop-in looks like): nothing to write.
+    let now = get_args(defaults, distro, &merged_list(files, config)?);
+    if Effective::from_args(&now).state() == *target {
+        return Ok(files.clone());
+    }
     let mut base: ConfigSet = files.clone();
     base.remove(dropin);
     let base_list = merged_list(&base, config)?;

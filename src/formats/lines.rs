@@ -39,34 +39,123 @@ pub struct Token {
     pub suffix: String,
 }
 
+/// Boolean kube-apiserver flags (pflag `NoOptDefVal`): written without a
+/// value they mean `true` and never take the next argument.
+const BOOL_FLAGS: &[&str] = &[
+    "allow-privileged",
+    "alsologtostderr",
+    "anonymous-auth",
+    "audit-log-compress",
+    "audit-log-truncate-enabled",
+    "audit-webhook-truncate-enabled",
+    "contention-profiling",
+    "enable-aggregator-routing",
+    "enable-bootstrap-token-auth",
+    "enable-garbage-collector",
+    "enable-logs-handler",
+    "enable-priority-and-fairness",
+    "encryption-provider-config-automatic-reload",
+    "help",
+    "logtostderr",
+    "permit-address-sharing",
+    "permit-port-sharing",
+    "profiling",
+    "service-account-extend-token-expiration",
+    "service-account-lookup",
+    "watch-cache",
+];
+
 /// Pair flags with their values the way pflag does: `--name=value`, or
 /// `--name value` for a flag that takes a value (the managed flags always do;
-/// for others a following argument that is not a flag is taken as the value).
-/// Arguments that are not long flags (the binary name) are skipped.
-pub fn items_from_tokens(tokens: &[Token]) -> Vec<Item> {
+/// a known boolean flag never does; for other flags a following argument that
+/// is not a flag is taken as the value). Arguments that are not long flags
+/// (the binary name) are skipped.
+///
+/// Refused, with the line, because kube-apiserver would not read them as the
+/// text suggests: a managed flag with no value after it (pflag: "flag needs an
+/// argument"); a flag of unknown type with no value right before a managed
+/// flag (if it takes a value, pflag reads the managed flag as that value); a
+/// lone `--` before a managed flag (pflag stops reading flags there); a managed
+/// flag written with one dash (pflag reads `-name` as short flags).
+pub fn items_from_tokens(tokens: &[Token]) -> Result<Vec<Item>> {
+    pair(tokens, true)
+}
+
+/// [`items_from_tokens`] for an argv that kube-apiserver already accepted
+/// (a running process): nothing is refused.
+pub fn items_from_argv(tokens: &[Token]) -> Vec<Item> {
+    pair(tokens, false).unwrap_or_default()
+}
+
+fn pair(tokens: &[Token], strict: bool) -> Result<Vec<Item>> {
+    use crate::flags::{is_managed, normalize, split_flag};
+    let managed_token =
+        |t: &Token| split_flag(&t.text).is_some_and(|(n, _)| is_managed(&normalize(n)));
     let mut out = Vec::new();
     let mut t = 0;
     while t < tokens.len() {
         let tok = &tokens[t];
-        let Some((name, value)) = crate::flags::split_flag(&tok.text) else {
+        if strict && tok.text == "--" {
+            if let Some(m) = tokens[t + 1..].iter().find(|n| managed_token(n)) {
+                bail!(
+                    "line {}: a lone `--` ends kube-apiserver's flags, so {} on line {} would be \
+                     an argument it refuses; remove the `--`",
+                    tok.line + 1,
+                    m.text,
+                    m.line + 1
+                );
+            }
+        }
+        if strict {
+            let one_dash = tok.text.strip_prefix('-').filter(|b| !b.starts_with('-'));
+            if let Some(body) = one_dash {
+                let name = normalize(body.split('=').next().unwrap_or(body));
+                if is_managed(&name) {
+                    bail!(
+                        "line {}: -{name} has a single dash, which kube-apiserver reads as short \
+                         flags and refuses to start; write --{name}",
+                        tok.line + 1
+                    );
+                }
+            }
+        }
+        let Some((name, value)) = split_flag(&tok.text) else {
             t += 1;
             continue;
         };
+        let name = normalize(name);
         let mut last = tok;
-        let value = match value {
-            Some(v) => v.to_string(),
-            None if t + 1 < tokens.len()
-                && (crate::flags::is_managed(&crate::flags::normalize(name))
-                    || !tokens[t + 1].text.starts_with('-')) =>
-            {
+        let next = tokens.get(t + 1);
+        let value = match (value, next) {
+            (Some(v), _) => v.to_string(),
+            (None, Some(n)) if is_managed(&name) => {
                 t += 1;
-                last = &tokens[t];
-                tokens[t].text.clone()
+                last = n;
+                n.text.clone()
             }
-            None => "true".to_string(),
+            (None, None) if strict && is_managed(&name) => bail!(
+                "line {}: --{name} has no value after it; kube-apiserver refuses to start \
+                 (flag needs an argument); write --{name}=VALUE",
+                tok.line + 1
+            ),
+            (None, _) if BOOL_FLAGS.contains(&name.as_str()) => "true".to_string(),
+            (None, Some(n)) if strict && managed_token(n) => bail!(
+                "line {}: --{name} has no value, and if it takes one kube-apiserver reads the \
+                 next argument {:?} (line {}) as that value instead of as a flag; write \
+                 --{name}=VALUE (or --{name}=true)",
+                tok.line + 1,
+                n.text,
+                n.line + 1
+            ),
+            (None, Some(n)) if !n.text.starts_with('-') => {
+                t += 1;
+                last = n;
+                n.text.clone()
+            }
+            (None, _) => "true".to_string(),
         };
         out.push(Item {
-            name: crate::flags::normalize(name),
+            name,
             value,
             line: tok.line,
             last_line: last.line,
@@ -76,7 +165,7 @@ pub fn items_from_tokens(tokens: &[Token]) -> Vec<Item> {
         });
         t += 1;
     }
-    out
+    Ok(out)
 }
 
 /// A text split into lines, each keeping its own line ending.
@@ -181,9 +270,20 @@ pub fn plan(items: &[Item], target: &SaState) -> Vec<Edit> {
         .iter()
         .flat_map(|&i| split_slice(&items[i].value))
         .collect();
+    // pflag reads `a,` as the audiences "a" and "": such a value is rewritten.
+    // An empty value is no audience at all and harmless.
+    let clean = aud_items.iter().all(|&i| {
+        let v = &items[i].value;
+        v.is_empty() || !v.split(',').any(str::is_empty)
+    });
     if target.api_audiences.is_empty() {
-        edits.extend(aud_items.iter().map(|&item| Edit::Delete { item }));
-    } else if current_aud != target.api_audiences {
+        edits.extend(
+            aud_items
+                .iter()
+                .filter(|&&i| !items[i].value.is_empty())
+                .map(|&item| Edit::Delete { item }),
+        );
+    } else if current_aud != target.api_audiences || !clean {
         let joined = target.api_audiences.join(",");
         match aud_items.first() {
             Some(&first) => {

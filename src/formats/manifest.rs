@@ -9,10 +9,27 @@ use super::lines::{self, Item, Token};
 use super::yaml_lines::{block_sequences, Block, ListItemRender};
 use crate::flags::{Arg, SaState, Source};
 
+const CONTAINER: &str = "kube-apiserver";
+
 /// The kube-apiserver container's arguments, with the text lines they stand on.
 fn tokens(path: &str, text: &str) -> Result<Vec<Token>> {
-    let doc: Value =
-        serde_yaml::from_str(text).with_context(|| format!("{path} is not valid YAML"))?;
+    let doc: Value = super::yaml_lines::parse(path, text)?;
+    let named = doc
+        .get("spec")
+        .and_then(|s| s.get("containers"))
+        .and_then(Value::as_sequence)
+        .map(|cs| {
+            cs.iter()
+                .filter(|c| c.get("name").and_then(Value::as_str) == Some(CONTAINER))
+                .count()
+        })
+        .unwrap_or(0);
+    if named > 1 {
+        bail!(
+            "{path}: {named} containers are named {CONTAINER}; the kubelet refuses a pod whose \
+             container names repeat, and irsa-agent cannot tell which one to edit"
+        );
+    }
     let (command, args) = apiserver_lists(&doc).ok_or_else(|| {
         anyhow!("{path}: no container named kube-apiserver with a command or args list under spec.containers")
     })?;
@@ -50,7 +67,7 @@ fn apiserver_lists(doc: &Value) -> Option<CommandAndArgs> {
     let containers = doc.get("spec")?.get("containers")?.as_sequence()?;
     let c = containers
         .iter()
-        .find(|c| c.get("name").and_then(Value::as_str) == Some("kube-apiserver"))?;
+        .find(|c| c.get("name").and_then(Value::as_str) == Some(CONTAINER))?;
     let list = |k: &str| {
         c.get(k).and_then(Value::as_sequence).map(|s| {
             s.iter()
@@ -68,9 +85,14 @@ fn apiserver_lists(doc: &Value) -> Option<CommandAndArgs> {
     (command.is_some() || args.is_some()).then_some((command, args))
 }
 
+/// The flag items of the kube-apiserver container, with the lines they stand on.
+pub fn items(path: &str, text: &str) -> Result<Vec<Item>> {
+    lines::items_from_tokens(&tokens(path, text)?).map_err(|e| anyhow!("{path}: {e}"))
+}
+
 /// The apiserver arguments the manifest yields.
 pub fn read(path: &str, text: &str) -> Result<Vec<Arg>> {
-    let items = lines::items_from_tokens(&tokens(path, text)?);
+    let items = items(path, text)?;
     Ok(items
         .into_iter()
         .map(|it| Arg::new(it.name, it.value, Source::line(path, it.line + 1)))
@@ -80,7 +102,7 @@ pub fn read(path: &str, text: &str) -> Result<Vec<Arg>> {
 /// Rewrite the manifest so that its managed flags are exactly `target`.
 pub fn edit(path: &str, text: &str, target: &SaState) -> Result<String> {
     let tokens = tokens(path, text)?;
-    let mut items = lines::items_from_tokens(&tokens);
+    let mut items = lines::items_from_tokens(&tokens).map_err(|e| anyhow!("{path}: {e}"))?;
     if items.is_empty() {
         // No flag yet (only the binary): new flags go after the last item,
         // written like it. An item with no name is never edited itself.
@@ -97,7 +119,7 @@ pub fn edit(path: &str, text: &str, target: &SaState) -> Result<String> {
         }
     }
     let edits = lines::plan(&items, target);
-    lines::apply(
+    let out = lines::apply(
         text,
         &items,
         &edits,
@@ -105,7 +127,35 @@ pub fn edit(path: &str, text: &str, target: &SaState) -> Result<String> {
             list: "the kube-apiserver command list",
         },
     )
-    .with_context(|| format!("editing {path}"))
+    .with_context(|| format!("editing {path}"))?;
+    // Only the container's command/args may differ: checked on the parsed documents.
+    if out != text && outside_apiserver_lists(text)? != outside_apiserver_lists(&out)? {
+        bail!(
+            "{path}: editing the kube-apiserver command list line by line would change other \
+             parts of the manifest; nothing was written"
+        );
+    }
+    Ok(out)
+}
+
+/// The manifest without the kube-apiserver container's command and args.
+fn outside_apiserver_lists(text: &str) -> Result<Value> {
+    let mut doc: Value = serde_yaml::from_str(text)?;
+    if let Some(cs) = doc
+        .get_mut("spec")
+        .and_then(|s| s.get_mut("containers"))
+        .and_then(Value::as_sequence_mut)
+    {
+        for c in cs {
+            if c.get("name").and_then(Value::as_str) == Some(CONTAINER) {
+                if let Some(m) = c.as_mapping_mut() {
+                    m.remove("command");
+                    m.remove("args");
+                }
+            }
+        }
+    }
+    Ok(doc)
 }
 
 #[cfg(test)]

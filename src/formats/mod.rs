@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 /// Configuration files by their path on the node (absolute, as the distro sees it).
 pub type ConfigSet = BTreeMap<String, String>;
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Context, Result};
 
 use crate::distro::{Format, Profile};
 use crate::flags::{Arg, SaState};
@@ -28,16 +28,29 @@ fn missing_config(profile: &Profile) -> anyhow::Error {
     )
 }
 
+/// A UTF-8 byte-order mark at the start of a file.
+const BOM: char = '\u{feff}';
+
+/// The files as the YAML editors see them: a leading byte-order mark, which
+/// YAML readers (the kubelet's, k3s', k0s') skip, set aside. The args file
+/// keeps it: kubelite does not skip it, and its editor refuses it.
+fn without_bom(profile: &Profile, files: &ConfigSet) -> ConfigSet {
+    if profile.format == Format::Args {
+        return files.clone();
+    }
+    files
+        .iter()
+        .map(|(p, t)| (p.clone(), t.strip_prefix(BOM).unwrap_or(t).to_string()))
+        .collect()
+}
+
 /// The apiserver arguments the distribution builds from `files`.
 pub fn read_args(profile: &Profile, files: &ConfigSet) -> Result<Vec<Arg>> {
+    let files = &without_bom(profile, files);
     let main = files.get(&profile.config);
     let missing = || missing_config(profile);
     match profile.format {
-        Format::Args => Ok(args::read(
-            &profile.config,
-            main.ok_or_else(missing)?,
-            &profile.vars,
-        )),
+        Format::Args => args::read(&profile.config, main.ok_or_else(missing)?, &profile.vars),
         Format::Manifest => manifest::read(&profile.config, main.ok_or_else(missing)?),
         Format::K3s => k3s::read(
             files,
@@ -53,9 +66,80 @@ pub fn read_args(profile: &Profile, files: &ConfigSet) -> Result<Vec<Arg>> {
     }
 }
 
+/// Values no configuration format can carry to kube-apiserver as themselves:
+/// refused before any file is edited.
+fn check_target(target: &SaState) -> Result<()> {
+    use crate::flags::{API_AUDIENCES, ISSUER, KEY_FILE, SIGNING_KEY_FILE};
+    let lists: [(&str, &[String]); 3] = [
+        (ISSUER, &target.issuers),
+        (KEY_FILE, &target.key_files),
+        (API_AUDIENCES, &target.api_audiences),
+    ];
+    for (flag, values) in lists {
+        for (i, v) in values.iter().enumerate() {
+            if values[..i].contains(v) {
+                bail!("cannot write --{flag}={v:?} twice");
+            }
+        }
+    }
+    let singles = target
+        .signing_key_file
+        .iter()
+        .map(|v| (SIGNING_KEY_FILE, v));
+    for (flag, v) in lists
+        .iter()
+        .flat_map(|(f, vs)| vs.iter().map(move |v| (*f, v)))
+        .chain(singles)
+    {
+        if v.is_empty() {
+            bail!("cannot write --{flag} with an empty value: kube-apiserver would refuse or ignore it");
+        }
+        if v.chars().any(char::is_control) || v.starts_with(BOM) {
+            bail!("cannot write --{flag}={v:?}: it holds a control character");
+        }
+        if flag == API_AUDIENCES && v.contains([',', '"']) {
+            bail!(
+                "cannot write the audience {v:?}: kube-apiserver reads --{flag} as comma-separated \
+                 values with CSV quoting"
+            );
+        }
+    }
+    Ok(())
+}
+
 /// `files` rewritten so that the managed flags are exactly `target`. Files
-/// that need no change come back byte-identical.
+/// that need no change come back byte-identical; a file that starts with a
+/// byte-order mark keeps it. The result is read back before it is returned:
+/// an edit that would not give exactly `target` is an error, never a file.
 pub fn write(profile: &Profile, files: &ConfigSet, target: &SaState) -> Result<ConfigSet> {
+    check_target(target).with_context(|| format!("editing {}", profile.config))?;
+    let stripped = without_bom(profile, files);
+    let mut out = write_stripped(profile, &stripped, target)?;
+    let edited = || {
+        out.iter()
+            .filter(|(p, t)| stripped.get(*p) != Some(*t))
+            .map(|(p, _)| p.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let got = read_args(profile, &out)
+        .with_context(|| format!("the edited {} would not read back", edited()))?;
+    let got = crate::flags::Effective::from_args(&got).state();
+    if got != *target {
+        bail!(
+            "the edited {} would give {got:?} instead of {target:?}; nothing was written",
+            edited()
+        );
+    }
+    for (path, text) in out.iter_mut() {
+        if stripped.get(path) != files.get(path) {
+            text.insert(0, BOM);
+        }
+    }
+    Ok(out)
+}
+
+fn write_stripped(profile: &Profile, files: &ConfigSet, target: &SaState) -> Result<ConfigSet> {
     let mut out = files.clone();
     let main = files.get(&profile.config);
     let missing = || missing_config(profile);
@@ -101,8 +185,11 @@ pub fn write(profile: &Profile, files: &ConfigSet, target: &SaState) -> Result<C
     }
     Ok(out)
 }
+
 #[cfg(test)]
 mod proptests;
+#[cfg(test)]
+mod regressions;
 
 /// The apiserver arguments of a running process's command line (program
 /// first), paired the way pflag pairs them.
@@ -118,7 +205,7 @@ pub fn args_from_command_line(cmd: &[String]) -> Vec<Arg> {
             suffix: String::new(),
         })
         .collect();
-    lines::items_from_tokens(&tokens)
+    lines::items_from_argv(&tokens)
         .into_iter()
         .map(|it| {
             Arg::new(

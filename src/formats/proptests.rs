@@ -128,7 +128,7 @@ proptest! {
         let vars = Default::default();
         let text = args_text(&lines, crlf);
         let out = args::edit(&text, &t, &vars).unwrap();
-        let got = Effective::from_args(&args::read("/f", &out, &vars)).state();
+        let got = Effective::from_args(&args::read("/f", &out, &vars).unwrap()).state();
         prop_assert_eq!(&got, &t, "edited:\n{}", out);
         assert_others_kept(&text, &out)?;
         prop_assert_eq!(args::edit(&out, &t, &vars).unwrap(), out.clone());

@@ -2,8 +2,66 @@
 //! can be edited without re-serialising the document.
 
 use anyhow::{anyhow, Result};
+use serde::de::DeserializeOwned;
 
 use super::lines::{Item, Lines, Render, Token};
+
+/// `text` parsed as YAML; errors name `path` and the line. A duplicate key,
+/// which the parser reports at the start of its mapping, also gets the lines
+/// the key is written on.
+pub fn parse<T: DeserializeOwned>(path: &str, text: &str) -> Result<T> {
+    serde_yaml::from_str(text).map_err(|e| {
+        let dup_lines = duplicate_key_lines(text, &e);
+        let err = anyhow::Error::new(e);
+        let err = match dup_lines {
+            Some((key, lines)) => err.context(format!(
+                "`{key}:` is written {} times in one mapping, on lines {}",
+                lines.len(),
+                lines
+                    .iter()
+                    .map(|l| l.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+            None => err,
+        };
+        err.context(format!("{path} is not valid YAML"))
+    })
+}
+
+fn duplicate_key_lines(text: &str, e: &serde_yaml::Error) -> Option<(String, Vec<usize>)> {
+    let msg = e.to_string();
+    let key = msg
+        .split_once("duplicate entry with key \"")?
+        .1
+        .split_once('"')?
+        .0
+        .to_string();
+    let loc = e.location()?;
+    let col = loc.column().checked_sub(1)?;
+    let lines = Lines::parse(text);
+    let all: Vec<&str> = lines.iter().collect();
+    let start = loc.line().checked_sub(1)?;
+    let mut found = Vec::new();
+    for (i, l) in all.iter().enumerate().skip(start) {
+        let t = l.trim_start();
+        if i > start && !(t.is_empty() || t.starts_with('#')) && l.len() - t.len() < col {
+            break;
+        }
+        let at_key = l.get(col..).is_some_and(|r| {
+            [key.as_str(), &format!("\"{key}\""), &format!("'{key}'")]
+                .iter()
+                .any(|k| {
+                    r.strip_prefix(k)
+                        .is_some_and(|r| r.trim_start().starts_with(':'))
+                })
+        });
+        if at_key {
+            found.push(i + 1);
+        }
+    }
+    (found.len() > 1).then_some((key, found))
+}
 
 /// A `command:` / `args:` key followed by a block sequence, as written.
 pub struct Block {
