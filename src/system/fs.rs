@@ -222,13 +222,19 @@ impl Sysroot {
                 }
                 Ok(_) => bail!("{}: {prefix} exists and is not a directory", ctx()),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    std::fs::DirBuilder::new()
-                        .mode(mode)
-                        .create(&here)
-                        .with_context(ctx)?;
-                    // Exactly `mode`, whatever the umask.
-                    std::fs::set_permissions(&here, std::fs::Permissions::from_mode(mode))
-                        .with_context(ctx)?;
+                    match std::fs::DirBuilder::new().mode(mode).create(&here) {
+                        Ok(()) => {
+                            // Exactly `mode`, whatever the umask.
+                            std::fs::set_permissions(&here, std::fs::Permissions::from_mode(mode))
+                                .with_context(ctx)?;
+                        }
+                        // Another run made it in the meantime (two runs
+                        // started together both create /run/irsa-agent).
+                        Err(e)
+                            if e.kind() == std::io::ErrorKind::AlreadyExists
+                                && here.symlink_metadata().is_ok_and(|m| m.is_dir()) => {}
+                        Err(e) => return Err(e).with_context(ctx),
+                    }
                 }
                 Err(e) => return Err(e).with_context(ctx),
             }
