@@ -11,7 +11,9 @@ use std::process::Command;
 
 use assert_cmd::prelude::*;
 use serde_json::Value;
-use support::{apiserver_args, copy_fixture, sa_settings, snapshot, SaSettings};
+use support::{
+    apiserver_args, copy_fixture, json_of, node_files, sa_settings, snapshot, SaSettings,
+};
 
 const ISSUER: &str = "https://oidc.example.com/cluster-1";
 
@@ -43,15 +45,7 @@ fn json_run(root: &Path, args: &[&str]) -> (Value, i32) {
         .args(args)
         .output()
         .unwrap();
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let v: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not one JSON object ({e}): {stdout:?}\nstderr: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    assert!(v.is_object(), "{stdout}");
-    (v, out.status.code().unwrap())
+    (json_of(&out), out.status.code().unwrap())
 }
 
 fn apply(root: &Path, extra: &[&str]) -> Value {
@@ -60,14 +54,6 @@ fn apply(root: &Path, extra: &[&str]) -> Value {
     let (v, code) = json_run(root, &args);
     assert_eq!(code, 0, "apply failed: {v}");
     v
-}
-
-/// The node's files without irsa-agent's own state (backups, lock).
-fn node_files(root: &Path) -> BTreeMap<PathBuf, (Vec<u8>, u32)> {
-    snapshot(root)
-        .into_iter()
-        .filter(|(p, _)| !p.starts_with("var/lib/irsa-agent") && !p.starts_with("run"))
-        .collect()
 }
 
 fn changed_files(

@@ -7,13 +7,14 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use assert_cmd::prelude::*;
 use serde_json::Value;
-use support::{apiserver_args, copy_fixture, sa_settings, snapshot, SaSettings};
+use support::{
+    apiserver_args, copy_fixture, json_of, node_files, sa_settings, snapshot, SaSettings,
+};
 
 const ISSUER: &str = "https://oidc.example.com/cluster-1";
 const BOM: &[u8] = b"\xef\xbb\xbf";
@@ -74,14 +75,7 @@ fn irsa(root: &Path) -> Command {
 
 fn run(root: &Path, args: &[&str]) -> (Value, i32) {
     let out = irsa(root).args(args).output().unwrap();
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not JSON ({e}): {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (v, out.status.code().unwrap())
+    (json_of(&out), out.status.code().unwrap())
 }
 
 fn case_bytes(f: &Format, case: &str) -> Vec<u8> {
@@ -117,14 +111,6 @@ fn settings_of(root: &Path, f: &Format) -> anyhow::Result<SaSettings> {
         std::fs::write(&path, bytes.unwrap()).unwrap();
     }
     got
-}
-
-/// The node's files, without irsa-agent's own state.
-fn node_files(root: &Path) -> BTreeMap<PathBuf, (Vec<u8>, u32)> {
-    snapshot(root)
-        .into_iter()
-        .filter(|(p, _)| !p.starts_with("var/lib/irsa-agent") && !p.starts_with("run"))
-        .collect()
 }
 
 fn mentions_managed_flag(line: &str) -> bool {

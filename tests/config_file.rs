@@ -9,7 +9,7 @@ use std::process::Command;
 
 use assert_cmd::prelude::*;
 use serde_json::Value;
-use support::{apiserver_args, copy_fixture, sa_settings, snapshot};
+use support::{apiserver_args, copy_fixture, json_of, sa_settings, snapshot};
 
 fn json_run(root: &Path, args: &[&str]) -> (Value, i32) {
     let out = Command::cargo_bin("irsa-agent")
@@ -20,14 +20,7 @@ fn json_run(root: &Path, args: &[&str]) -> (Value, i32) {
         .args(args)
         .output()
         .unwrap();
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let v: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not one JSON object ({e}): {stdout:?}\nstderr: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (v, out.status.code().unwrap())
+    (json_of(&out), out.status.code().unwrap())
 }
 
 fn write_config(dir: &Path, text: &str) -> String {

@@ -17,10 +17,9 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -28,9 +27,9 @@ use std::time::{Duration, Instant};
 use assert_cmd::prelude::*;
 use serde_json::Value;
 use support::sim::{Cluster, Options};
-use support::{apiserver_args, copy_fixture_in, fixture_path, sa_settings, snapshot};
-
-type Tree = BTreeMap<PathBuf, (Vec<u8>, u32)>;
+use support::{
+    apiserver_args, copy_fixture_in, fixture_path, json_of, node_files, sa_settings, snapshot, Tree,
+};
 
 const ISSUER: &str = "https://oidc.example.com/crash";
 const BACKUPS: &str = "var/lib/irsa-agent/backups";
@@ -88,16 +87,6 @@ fn irsa(root: &Path) -> Command {
     c
 }
 
-fn json_of(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not one JSON object ({e}): {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
-}
-
 /// Run to the end; (JSON, exit code).
 fn run(mut c: Command) -> (Value, i32) {
     let out = c.output().unwrap();
@@ -109,18 +98,6 @@ fn run(mut c: Command) -> (Value, i32) {
         )
     });
     (json_of(&out), code)
-}
-
-/// The node's files, without irsa-agent's own state (backups, lock).
-fn node_files(root: &Path) -> Tree {
-    snapshot(root)
-        .into_iter()
-        .filter(|(p, _)| {
-            !p.starts_with("var/lib/irsa-agent")
-                && !Path::new("var/lib/irsa-agent").starts_with(p)
-                && !p.starts_with("run")
-        })
-        .collect()
 }
 
 fn is_temp(p: &Path) -> bool {

@@ -8,7 +8,6 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -16,12 +15,10 @@ use std::process::Command;
 
 use assert_cmd::prelude::*;
 use serde_json::Value;
-use support::{copy_fixture, fixture_path, snapshot};
+use support::{copy_fixture, fixture_path, json_of, node_files, snapshot, Tree};
 
 const ISSUER: &str = "https://oidc.example.com/hostile";
 const MANIFEST: &str = "etc/kubernetes/manifests/kube-apiserver.yaml";
-
-type Tree = BTreeMap<PathBuf, (Vec<u8>, u32)>;
 
 fn irsa(root: &Path) -> Command {
     let mut c = Command::cargo_bin("irsa-agent").unwrap();
@@ -30,14 +27,7 @@ fn irsa(root: &Path) -> Command {
 }
 
 fn parse(out: &std::process::Output) -> (Value, i32) {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let v: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout is not one JSON object ({e}): {stdout:?}\nstderr: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    (v, out.status.code().expect("exited, not killed"))
+    (json_of(out), out.status.code().expect("exited, not killed"))
 }
 
 fn json_run(root: &Path, args: &[&str]) -> (Value, i32) {
@@ -54,18 +44,6 @@ fn apply_args(extra: &[&'static str]) -> Vec<&'static str> {
     let mut a = vec!["apply", "--issuer", ISSUER, "--no-restart"];
     a.extend_from_slice(extra);
     a
-}
-
-/// The node's files, without irsa-agent's own state (backups, lock).
-fn node_files(root: &Path) -> Tree {
-    snapshot(root)
-        .into_iter()
-        .filter(|(p, _)| {
-            !p.starts_with("var/lib/irsa-agent")
-                && !Path::new("var/lib/irsa-agent").starts_with(p)
-                && !p.starts_with("run")
-        })
-        .collect()
 }
 
 /// Paths that differ between two snapshots.

@@ -19,7 +19,7 @@ use base64::Engine;
 use serde_json::Value;
 use support::issuer_host::IssuerHost;
 use support::sim::{Cluster, Fault, Options};
-use support::{apiserver_args, copy_fixture, sa_settings, snapshot};
+use support::{apiserver_args, copy_fixture, json_of, node_files, sa_settings, Tree};
 
 /// (fixture, distro, key dir)
 const DISTROS: [(&str, &str, &str); 6] = [
@@ -94,14 +94,7 @@ impl Node {
     /// Run; stdout must be exactly one JSON object.
     fn run(&self, args: &[&str]) -> (Value, i32) {
         let out = self.irsa().args(args).output().unwrap();
-        let stdout = String::from_utf8(out.stdout).unwrap();
-        let v: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
-            panic!(
-                "stdout is not one JSON object ({e}): {stdout:?}\nstderr: {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-        (v, out.status.code().unwrap())
+        (json_of(&out), out.status.code().unwrap())
     }
 
     /// The settings the simulator runs with now.
@@ -125,16 +118,8 @@ impl Node {
     }
 
     /// The node's files, without irsa-agent's own state.
-    fn files(&self) -> BTreeMap<PathBuf, (Vec<u8>, u32)> {
-        snapshot(self.root())
-            .into_iter()
-            .filter(|(p, _)| {
-                // irsa-agent's own state, and the directories above it
-                !p.starts_with("var/lib/irsa-agent")
-                    && !Path::new("var/lib/irsa-agent").starts_with(p)
-                    && !p.starts_with("run")
-            })
-            .collect()
+    fn files(&self) -> Tree {
+        node_files(self.root())
     }
 }
 

@@ -19,4 +19,22 @@ pub mod sim;
 pub mod tree;
 
 pub use effective::{apiserver_args, sa_settings, SaSettings};
-pub use tree::{copy_fixture, copy_fixture_in, fixture_path, snapshot};
+pub use tree::{copy_fixture, copy_fixture_in, fixture_path, node_files, snapshot, Tree};
+
+/// stdout of a `--output json` run, which must be exactly one JSON object
+/// (the panic shows stdout and stderr).
+pub fn json_of(out: &std::process::Output) -> serde_json::Value {
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON object ({e}): {:?}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(
+        v.is_object(),
+        "stdout is JSON but not an object: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    v
+}

@@ -61,10 +61,27 @@ fn copy_tree(src: &Path, dst: &Path) -> std::io::Result<()> {
 /// turning into a directory or a symlink is a difference too. Directories map
 /// to empty content, symlinks to their target's bytes. `root` itself is not
 /// included.
-pub fn snapshot(root: &Path) -> BTreeMap<PathBuf, (Vec<u8>, u32)> {
+pub fn snapshot(root: &Path) -> Tree {
     let mut out = BTreeMap::new();
     walk(root, root, &mut out).unwrap_or_else(|e| panic!("snapshot of {}: {e}", root.display()));
     out
+}
+
+/// A snapshot: node path (relative to the root) -> (content, st_mode).
+pub type Tree = BTreeMap<PathBuf, (Vec<u8>, u32)>;
+
+/// [`snapshot`] of the node's own files: without irsa-agent's state (its
+/// backups under `var/lib/irsa-agent` and the directories above them, which
+/// it may create, and the lock under `run`).
+pub fn node_files(root: &Path) -> Tree {
+    snapshot(root)
+        .into_iter()
+        .filter(|(p, _)| {
+            !p.starts_with("var/lib/irsa-agent")
+                && !Path::new("var/lib/irsa-agent").starts_with(p)
+                && !p.starts_with("run")
+        })
+        .collect()
 }
 
 fn walk(
