@@ -6,18 +6,19 @@
 
 use irsa_agent::formats::args;
 use irsa_fuzz::{assert_independent, assert_line_endings, assert_lines_kept, check_edit_with};
-use irsa_fuzz::{effective, mentions_managed_flag, parts, pick_target, profile, state, text};
+use irsa_fuzz::{effective, mentions_managed_flag, SingleFile};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let p = profile("microk8s");
-    let parts = parts(data, 2);
-    let old = text(parts[0]);
-    let files = [(p.config.clone(), old.clone())].into_iter().collect();
-    let Ok(current) = state(p, &files) else {
+    let Some(SingleFile {
+        profile: p,
+        old,
+        files,
+        target,
+    }) = SingleFile::new("microk8s", data)
+    else {
         return;
     };
-    let target = pick_target(parts.get(1).copied(), &current);
     let env = |name: &str| p.vars.get(name).cloned();
     let empty_audience =
         |t: &str| irsa_fuzz::argv_has_empty_audience(&effective::microk8s_parse_args(t, &env));

@@ -4,7 +4,7 @@
 //! extraArgs and rawArgs.
 #![no_main]
 
-use irsa_fuzz::{check_edit, parts, pick_target, profile, state, text};
+use irsa_fuzz::{check_edit, SingleFile};
 use libfuzzer_sys::fuzz_target;
 use serde_yaml::Value;
 
@@ -27,14 +27,15 @@ fn without_api_args(text: &str) -> Value {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let p = profile("k0s");
-    let parts = parts(data, 2);
-    let old = text(parts[0]);
-    let files = [(p.config.clone(), old.clone())].into_iter().collect();
-    let Ok(current) = state(p, &files) else {
+    let Some(SingleFile {
+        profile: p,
+        old,
+        files,
+        target,
+    }) = SingleFile::new("k0s", data)
+    else {
         return;
     };
-    let target = pick_target(parts.get(1).copied(), &current);
     let Some(out) = check_edit(p, &files, &target) else {
         return;
     };

@@ -7,7 +7,7 @@
 
 use irsa_agent::formats::manifest;
 use irsa_fuzz::{assert_independent, assert_line_endings, assert_lines_kept, check_edit};
-use irsa_fuzz::{effective, mentions_managed_flag, parts, pick_target, profile, state, text};
+use irsa_fuzz::{effective, mentions_managed_flag, SingleFile};
 use libfuzzer_sys::fuzz_target;
 use serde_yaml::Value;
 
@@ -33,14 +33,15 @@ fn without_apiserver_lists(text: &str) -> Value {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let p = profile("kubeadm");
-    let parts = parts(data, 2);
-    let old = text(parts[0]);
-    let files = [(p.config.clone(), old.clone())].into_iter().collect();
-    let Ok(current) = state(p, &files) else {
+    let Some(SingleFile {
+        profile: p,
+        old,
+        files,
+        target,
+    }) = SingleFile::new("kubeadm", data)
+    else {
         return;
     };
-    let target = pick_target(parts.get(1).copied(), &current);
     let Some(out) = check_edit(p, &files, &target) else {
         return;
     };

@@ -38,6 +38,35 @@ pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// One fuzz case for a distribution edited in a single file (`profile.config`):
+/// the file's text, the file set holding it, and the target state picked by
+/// the spec. None when the crate cannot read the file (nothing to edit).
+pub struct SingleFile {
+    pub profile: &'static Profile,
+    pub old: String,
+    pub files: ConfigSet,
+    pub target: SaState,
+}
+
+impl SingleFile {
+    pub fn new(distro: &str, data: &[u8]) -> Option<Self> {
+        let profile = profile(distro);
+        let parts = parts(data, 2);
+        let old = text(parts[0]);
+        let files: ConfigSet = [(profile.config.clone(), old.clone())]
+            .into_iter()
+            .collect();
+        let current = state(profile, &files).ok()?;
+        let target = pick_target(parts.get(1).copied(), &current);
+        Some(SingleFile {
+            profile,
+            old,
+            files,
+            target,
+        })
+    }
+}
+
 const POOL: &[&str] = &[
     "https://oidc.example.com",
     "https://oidc.example.com/cluster-1",
