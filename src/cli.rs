@@ -207,7 +207,7 @@ impl ApplyOpts {
         self.issuer.as_deref().ok_or_else(|| {
             anyhow::anyhow!(
                 "no issuer: pass --issuer URL, or set `issuer:` in the config file (--config PATH, default {})",
-                crate::config::DEFAULT_PATH
+                crate::paths::CONFIG_FILE
             )
         })
     }

@@ -22,7 +22,7 @@ use serde::{Deserialize, Deserializer};
 use crate::cli::{ApplyOpts, GlobalOpts, KeyType, ServiceAccountRef};
 
 /// Where `apply` looks for its config file on the host.
-pub const DEFAULT_PATH: &str = "/etc/irsa-agent/config.yaml";
+pub use crate::paths::CONFIG_FILE as DEFAULT_PATH;
 
 /// The keys of the config file; each is the `apply` flag of the same name
 /// (`audiences` is `--audience` repeated, `public_keys` `--public-key`).
@@ -48,8 +48,8 @@ impl ConfigFile {
     /// Parse the text of the file at `path` (named in errors). An empty file,
     /// or one holding only comments, sets nothing.
     pub fn parse(text: &str, path: &Path) -> Result<Self> {
-        let located = |e: serde_yaml::Error| {
-            // serde_yaml places the errors of our own checks (below) at the
+        let located = |e: serde_norway::Error| {
+            // serde_norway places the errors of our own checks (below) at the
             // start of the mapping; they begin with their key, whose line we find.
             let msg = e.to_string();
             let line = msg
@@ -61,7 +61,7 @@ impl ConfigFile {
                 None => anyhow::anyhow!("{}: {msg}", path.display()),
             }
         };
-        let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(located)?;
+        let value: serde_norway::Value = serde_norway::from_str(text).map_err(located)?;
         if value.is_null() {
             return Ok(Self::default());
         }
@@ -71,7 +71,7 @@ impl ConfigFile {
                 path.display()
             );
         }
-        let mut config: Self = serde_yaml::from_str(text).map_err(located)?;
+        let mut config: Self = serde_norway::from_str(text).map_err(located)?;
         if config.signing_key.is_some() && config.generate_key == Some(true) {
             bail!(
                 "{}: signing_key and generate_key: true exclude each other",

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
 
-use crate::system::backup::BACKUP_DIR;
+use crate::paths::BACKUP_DIR;
 
 pub const ENV: &str = "IRSA_AGENT_FAILPOINT";
 

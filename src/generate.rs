@@ -128,7 +128,7 @@ fn main_page(cmd: &clap::Command, subs: &[clap::Command]) -> Result<Vec<u8>> {
     r.control("SH", ["FILES"]);
     for (path, what) in [
         (
-            crate::config::DEFAULT_PATH,
+            crate::paths::CONFIG_FILE,
             "The desired state apply reads when its flags are absent (see irsa-agent-apply(1)); \
              unknown keys are an error naming the line.",
         ),

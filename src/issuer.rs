@@ -5,6 +5,7 @@
 
 use std::fmt;
 
+use anyhow::{bail, Result};
 use url::Url;
 
 /// A validated issuer URL, kept exactly as the user wrote it (the apiserver
@@ -116,8 +117,28 @@ pub fn differ_only_by_trailing_slash(a: &str, b: &str) -> bool {
     a != b && a.trim_end_matches('/') == b.trim_end_matches('/')
 }
 
+/// One `--audience` value: what the apiserver can hold as one audience.
+pub fn check_audience(a: &str) -> Result<()> {
+    if a.is_empty() || a.trim() != a || a.chars().any(char::is_whitespace) {
+        bail!("--audience {a:?}: an audience must be non-empty and contain no whitespace");
+    }
+    if a.contains(',') {
+        bail!("--audience {a:?}: the apiserver splits --api-audiences on commas; pass each audience with its own --audience");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn audiences_must_be_single_values() {
+        check_audience("sts.amazonaws.com").unwrap();
+        for bad in ["", " a", "a,b", "a b"] {
+            let e = check_audience(bad).unwrap_err().to_string();
+            assert!(e.starts_with("--audience"), "{e}");
+        }
+    }
+
     use super::*;
 
     #[test]

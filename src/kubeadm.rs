@@ -72,7 +72,7 @@ mod tests {
     #[test]
     fn v1beta4_lists_every_value_and_parses() {
         let y = v1beta4_extra_args(&state());
-        let v: serde_yaml::Value = serde_yaml::from_str(&y).unwrap();
+        let v: serde_norway::Value = serde_norway::from_str(&y).unwrap();
         let list = v["apiServer"]["extraArgs"].as_sequence().unwrap();
         let issuers: Vec<_> = list
             .iter()
@@ -91,7 +91,7 @@ mod tests {
 
     #[test]
     fn v1beta3_has_one_value_per_flag() {
-        let v: serde_yaml::Value = serde_yaml::from_str(&v1beta3_extra_args(&state())).unwrap();
+        let v: serde_norway::Value = serde_norway::from_str(&v1beta3_extra_args(&state())).unwrap();
         let m = v["apiServer"]["extraArgs"].as_mapping().unwrap();
         assert_eq!(m.len(), 4);
         assert_eq!(

@@ -20,6 +20,7 @@ pub mod kubeadm;
 pub mod live;
 pub mod node;
 pub mod output;
+pub mod paths;
 pub mod recovery;
 pub mod rollback;
 pub mod system;

@@ -1,7 +1,7 @@
 //! A control-plane node as found: its distribution, configuration files,
 //! apiserver arguments and effective service-account settings.
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 
 use crate::distro::{self, Detection, Format, Profile};
 use crate::flags::{Arg, Effective};
@@ -74,4 +74,30 @@ pub fn apiserver_running(node: &Node) -> Option<bool> {
     Some(crate::system::process::any_named(
         &node.profile().detect.processes,
     ))
+}
+
+/// Writing to the real node needs root; `--check` and `--root` do not.
+pub fn require_root(writes_host: bool, is_root: bool) -> Result<()> {
+    if writes_host && !is_root {
+        bail!(
+            "apply changes the node's apiserver configuration and keys: run it as root (sudo irsa-agent apply ...), \
+             or add --check to only see what would change"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_is_needed_only_to_write_the_real_node() {
+        assert!(require_root(true, false)
+            .unwrap_err()
+            .to_string()
+            .contains("run it as root"));
+        require_root(true, true).unwrap();
+        require_root(false, false).unwrap();
+    }
 }

@@ -11,13 +11,13 @@ use serde_json::json;
 
 use crate::cli::{GlobalOpts, RollbackOpts};
 use crate::live::{self, Live};
+use crate::node;
 use crate::output::Outcome;
 use crate::system::{backup, lock};
-use crate::{apply, node};
 
 pub fn run(global: &GlobalOpts, opts: &RollbackOpts) -> Result<Outcome> {
     let root = node::sysroot(global)?;
-    apply::require_root(
+    node::require_root(
         !opts.check && root.is_host(),
         nix::unistd::geteuid().is_root(),
     )?;

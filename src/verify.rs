@@ -350,7 +350,7 @@ async fn fetch_json(url: &str, ca: Option<&[u8]>, issuer: &str) -> Result<Value>
 
 /// `irsa-agent verify`.
 pub fn run(global: &GlobalOpts, opts: &VerifyOpts) -> Result<Outcome> {
-    crate::apply::check_audience(&opts.audience)?;
+    crate::issuer::check_audience(&opts.audience)?;
     let ca = opts
         .ca_file
         .as_ref()

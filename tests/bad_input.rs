@@ -97,7 +97,7 @@ fn tree(f: &Format, bytes: &[u8]) -> tempfile::TempDir {
 
 /// The independent reader's settings. go-yaml (the kubelet's, k3s' and k0s'
 /// YAML reader) skips a byte-order mark at the start of a stream
-/// (`yaml_parser_determine_encoding`); serde_yaml in the reader does not, so
+/// (`yaml_parser_determine_encoding`); serde_norway in the reader does not, so
 /// it is shown `config` without one (restored before returning).
 fn settings_of(root: &Path, f: &Format) -> anyhow::Result<SaSettings> {
     let path = root.join(f.config);

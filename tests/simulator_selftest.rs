@@ -128,7 +128,7 @@ struct Client {
 impl Client {
     /// A client built from an admin kubeconfig file, as any kubeconfig user would.
     fn from_kubeconfig(path: &Path) -> Client {
-        let kc: Value = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let kc: Value = serde_norway::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         let cluster = &kc["clusters"][0]["cluster"];
         let server = cluster["server"].as_str().unwrap();
         let port: u16 = server
@@ -255,7 +255,7 @@ fn every_distro_comes_up_from_its_fixture_with_a_working_kubeconfig() {
 
                 // The admin kubeconfig was overwritten with a real one for the simulator.
                 let kc: Value =
-                    serde_yaml::from_str(&std::fs::read_to_string(c.kubeconfig_path()).unwrap())
+                    serde_norway::from_str(&std::fs::read_to_string(c.kubeconfig_path()).unwrap())
                         .unwrap();
                 assert_eq!(kc["apiVersion"], "v1");
                 assert_eq!(kc["kind"], "Config");

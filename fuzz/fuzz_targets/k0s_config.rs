@@ -6,11 +6,11 @@
 
 use irsa_fuzz::{check_edit, SingleFile};
 use libfuzzer_sys::fuzz_target;
-use serde_yaml::Value;
+use serde_norway::Value;
 
 fn without_api_args(text: &str) -> Value {
     let mut doc: Value =
-        serde_yaml::from_str(text.trim_start_matches('\u{feff}')).unwrap_or(Value::Null);
+        serde_norway::from_str(text.trim_start_matches('\u{feff}')).unwrap_or(Value::Null);
     if let Some(api) = doc
         .get_mut("spec")
         .and_then(|s| s.get_mut("api"))

@@ -9,11 +9,11 @@ use irsa_agent::formats::manifest;
 use irsa_fuzz::{assert_independent, assert_line_endings, assert_lines_kept, check_edit};
 use irsa_fuzz::{effective, mentions_managed_flag, SingleFile};
 use libfuzzer_sys::fuzz_target;
-use serde_yaml::Value;
+use serde_norway::Value;
 
 /// The document with the kube-apiserver container's command and args removed.
 fn without_apiserver_lists(text: &str) -> Value {
-    let mut doc: Value = serde_yaml::from_str(text.trim_start_matches('\u{feff}'))
+    let mut doc: Value = serde_norway::from_str(text.trim_start_matches('\u{feff}'))
         .expect("the editor accepted it, so it is YAML");
     if let Some(cs) = doc
         .get_mut("spec")

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::{anyhow, bail, Result};
-use serde_yaml::Value;
+use serde_norway::Value;
 
 use super::lines::{self, Edit, Item, Lines, Token};
 use super::yaml_lines::ListItemRender;
@@ -223,7 +223,7 @@ fn outside_api_args(text: &str) -> Result<Value> {
     let mut doc: Value = if text.trim().is_empty() {
         Value::Null
     } else {
-        serde_yaml::from_str(text)?
+        serde_norway::from_str(text)?
     };
     if let Some(api) = doc.get_mut("spec").and_then(|s| s.get_mut("api")) {
         if let Some(m) = api.as_mapping_mut() {
@@ -478,7 +478,7 @@ fn yaml_scalar(v: &str) -> String {
             '@', '`', ' ',
         ])
         && !v.ends_with([':', ' '])
-        && serde_yaml::from_str::<Value>(v)
+        && serde_norway::from_str::<Value>(v)
             .ok()
             .and_then(|x| x.as_str().map(|s| s == v))
             .unwrap_or(false);

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::{anyhow, bail, Result};
-use serde_yaml::{Mapping, Value};
+use serde_norway::{Mapping, Value};
 
 use super::lines::{Lines, Token};
 use super::yaml_lines::{block_sequences, escape_for, opening_quote};

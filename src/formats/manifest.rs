@@ -3,7 +3,7 @@
 //! list items are then edited line by line so every other byte stays.
 
 use anyhow::{anyhow, bail, Context, Result};
-use serde_yaml::Value;
+use serde_norway::Value;
 
 use super::lines::{self, Item, Token};
 use super::yaml_lines::{block_sequences, Block, ListItemRender};
@@ -73,7 +73,7 @@ fn apiserver_lists(doc: &Value) -> Option<CommandAndArgs> {
             s.iter()
                 .map(|v| match v {
                     Value::String(s) => s.clone(),
-                    other => serde_yaml::to_string(other)
+                    other => serde_norway::to_string(other)
                         .unwrap_or_default()
                         .trim_end()
                         .to_string(),
@@ -140,7 +140,7 @@ pub fn edit(path: &str, text: &str, target: &SaState) -> Result<String> {
 
 /// The manifest without the kube-apiserver container's command and args.
 fn outside_apiserver_lists(text: &str) -> Result<Value> {
-    let mut doc: Value = serde_yaml::from_str(text)?;
+    let mut doc: Value = serde_norway::from_str(text)?;
     if let Some(cs) = doc
         .get_mut("spec")
         .and_then(|s| s.get_mut("containers"))

@@ -149,7 +149,7 @@ proptest! {
             prop_assert!(!out.replace("\r\n", "").contains('\n'), "mixed line endings:\n{:?}", out);
         }
         // The result is still YAML with the same container.
-        let v: serde_yaml::Value = serde_yaml::from_str(&out).unwrap();
+        let v: serde_norway::Value = serde_norway::from_str(&out).unwrap();
         prop_assert_eq!(&v["spec"]["containers"][0]["name"], "kube-apiserver");
     }
 }

@@ -10,7 +10,7 @@ use super::lines::{Item, Lines, Render, Token};
 /// which the parser reports at the start of its mapping, also gets the lines
 /// the key is written on.
 pub fn parse<T: DeserializeOwned>(path: &str, text: &str) -> Result<T> {
-    serde_yaml::from_str(text).map_err(|e| {
+    serde_norway::from_str(text).map_err(|e| {
         let dup_lines = duplicate_key_lines(text, &e);
         let err = anyhow::Error::new(e);
         let err = match dup_lines {
@@ -29,7 +29,7 @@ pub fn parse<T: DeserializeOwned>(path: &str, text: &str) -> Result<T> {
     })
 }
 
-fn duplicate_key_lines(text: &str, e: &serde_yaml::Error) -> Option<(String, Vec<usize>)> {
+fn duplicate_key_lines(text: &str, e: &serde_norway::Error) -> Option<(String, Vec<usize>)> {
     let msg = e.to_string();
     let key = msg
         .split_once("duplicate entry with key \"")?

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::fs::{default_owner, Perms, Sysroot};
 
-pub const BACKUP_DIR: &str = "/var/lib/irsa-agent/backups";
+pub use crate::paths::BACKUP_DIR;
 const INDEX: &str = "index.json";
 /// Where a backup is made before it is renamed to its id.
 const STAGING_PREFIX: &str = ".partial-";

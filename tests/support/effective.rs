@@ -21,7 +21,7 @@ use std::fs;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
-use serde_yaml::Value;
+use serde_norway::Value;
 
 /// The effective service-account settings of one kube-apiserver argv.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -187,7 +187,7 @@ pub const KUBEADM_MANIFEST: &str = "etc/kubernetes/manifests/kube-apiserver.yaml
 /// With no `command`, the image's entrypoint is the program and `args` are all
 /// arguments.
 pub fn manifest_args(text: &str) -> Result<Vec<String>> {
-    let pod: Value = serde_yaml::from_str(text).context("parsing manifest YAML")?;
+    let pod: Value = serde_norway::from_str(text).context("parsing manifest YAML")?;
     let containers = pod
         .get("spec")
         .and_then(|s| s.get("containers"))
@@ -326,7 +326,7 @@ pub fn k3s_config_apiserver_args(config: &Path) -> Result<Vec<String>> {
     for f in &files {
         let text = read(f)?;
         let doc: Value =
-            serde_yaml::from_str(&text).with_context(|| format!("parsing {}", f.display()))?;
+            serde_norway::from_str(&text).with_context(|| format!("parsing {}", f.display()))?;
         let map = match doc {
             Value::Mapping(m) => m,
             Value::Null => continue,
@@ -447,7 +447,7 @@ pub const K0S_UNIT: &str = "etc/systemd/system/k0scontroller.service";
 pub fn k0s_args(root: &Path) -> Result<Vec<String>> {
     let path = root.join(K0S_CONFIG);
     let cfg: Value = if path.is_file() {
-        serde_yaml::from_str(&read(&path)?)
+        serde_norway::from_str(&read(&path)?)
             .with_context(|| format!("parsing {}", path.display()))?
     } else {
         Value::Null // k0s runs with built-in defaults when there is no config file

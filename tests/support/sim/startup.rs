@@ -71,8 +71,8 @@ impl FileView<'_> {
 /// The hostPath mounts of the `kube-apiserver` container of a static-pod
 /// manifest: `(mountPath, hostPath.path)`.
 pub fn static_pod_mounts(manifest: &str) -> anyhow::Result<Vec<(String, String)>> {
-    use serde_yaml::Value;
-    let pod: Value = serde_yaml::from_str(manifest)?;
+    use serde_norway::Value;
+    let pod: Value = serde_norway::from_str(manifest)?;
     let spec = pod.get("spec");
     let host_paths: Vec<(String, String)> = spec
         .and_then(|s| s.get("volumes"))

@@ -173,7 +173,7 @@ impl Pki {
             "preferences": {},
             "users": [{ "name": names.user, "user": user }],
         });
-        let text = serde_yaml::to_string(&kc)?;
+        let text = serde_norway::to_string(&kc)?;
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
