@@ -5,7 +5,7 @@
 //! HTTPS and the token is validated with them the way AWS STS does.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{anyhow, bail, Context, Result};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -17,6 +17,7 @@ use crate::cli::{GlobalOpts, ServiceAccountRef, VerifyOpts};
 use crate::flags::SaState;
 use crate::issuer::differ_only_by_trailing_slash;
 use crate::keycheck;
+use crate::keys::claims::{self, Clock};
 use crate::keys::{PrivateKey, PublicKey};
 use crate::live::{self, Live};
 use crate::node::{self, Node};
@@ -109,23 +110,31 @@ impl Jwt {
         key.verify_jws(alg, self.signing_input.as_bytes(), &self.signature)
     }
 
-    fn verified(&self) -> Verified {
-        let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
-        Verified {
-            iss: s(&self.claims["iss"]),
+    /// The claims; an `iss` or `sub` that is missing or not a string is
+    /// refused as malformed (not read as "").
+    fn verified(&self) -> Result<Verified> {
+        let s = |name: &str| -> Result<String> {
+            match &self.claims[name] {
+                Value::String(s) => Ok(s.clone()),
+                Value::Null => bail!("the token is malformed: it has no {name}"),
+                other => bail!("the token is malformed: its {name} is {other}, not a string"),
+            }
+        };
+        Ok(Verified {
+            iss: s("iss")?,
             aud: self.audiences(),
             kid: self.header_str("kid").unwrap_or_default().to_string(),
-            sub: s(&self.claims["sub"]),
+            sub: s("sub")?,
             alg: self.header_str("alg").unwrap_or_default().to_string(),
             exp: self.claims["exp"].as_i64(),
-        }
+        })
     }
 }
 
 /// Check a token against what the configuration promises. Pure.
 pub fn check(token: &str, expect: &Expect) -> Result<Verified> {
     let jwt = Jwt::decode(token)?;
-    let v = jwt.verified();
+    let v = jwt.verified()?;
     if v.iss != expect.issuer {
         bail!(
             "the token's iss is {:?}, expected {:?}: the apiserver does not sign with the new issuer \
@@ -214,18 +223,29 @@ pub fn fresh(
 pub struct Published {
     pub discovery_url: String,
     pub jwks_uri: String,
+    /// This node's clock minus the discovery host's (its `Date` header), in
+    /// seconds; None when the host sent no usable Date.
+    pub node_clock_skew_secs: Option<i64>,
+    /// Set when that skew is beyond the leeway cloud providers allow.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clock_warning: Option<String>,
 }
 
 /// Fetch `<iss>/.well-known/openid-configuration` and its `jwks_uri` over
-/// HTTPS and validate `token` with them as AWS STS does.
+/// HTTPS and validate `token` with them as AWS STS does: the issuer, the
+/// published key (its kid, use and alg must agree with its material), the
+/// signature, and `exp`/`nbf`/`iat` by the discovery host's clock (its
+/// `Date` header), which tells a skewed node clock.
 pub async fn check_public(token: &str, ca: Option<&[u8]>) -> Result<Published> {
     let jwt = Jwt::decode(token)?;
-    let v = jwt.verified();
+    let v = jwt.verified()?;
+    let times = claims::times(&jwt.claims)?;
     let discovery_url = format!(
         "{}/.well-known/openid-configuration",
         v.iss.trim_end_matches('/')
     );
-    let doc = fetch_json(&discovery_url, ca, &v.iss).await?;
+    let (doc, outside) = fetch_json(&discovery_url, ca, &v.iss).await?;
+    let clock = Clock::new(SystemTime::now(), outside, &discovery_url);
     let published_iss = doc["issuer"]
         .as_str()
         .ok_or_else(|| anyhow!("{discovery_url} has no \"issuer\""))?;
@@ -248,7 +268,7 @@ pub async fn check_public(token: &str, ca: Option<&[u8]>) -> Result<Published> {
         .as_str()
         .ok_or_else(|| anyhow!("{discovery_url} has no \"jwks_uri\""))?
         .to_string();
-    let jwks = fetch_json(&jwks_uri, ca, &v.iss).await?;
+    let (jwks, _) = fetch_json(&jwks_uri, ca, &v.iss).await?;
     let keys = jwks["keys"]
         .as_array()
         .ok_or_else(|| anyhow!("{jwks_uri} is not a JWKS: it has no \"keys\" list"))?;
@@ -268,7 +288,7 @@ pub async fn check_public(token: &str, ca: Option<&[u8]>) -> Result<Published> {
             if kids.is_empty() { "no keys".to_string() } else { kids.join(", ") }
         );
     };
-    let key = PublicKey::from_jwk(jwk)
+    let key = PublicKey::from_published_jwk(jwk)
         .with_context(|| format!("the key with kid {:?} in {jwks_uri}", v.kid))?;
     jwt.verify_with(&key).with_context(|| {
         format!(
@@ -277,9 +297,13 @@ pub async fn check_public(token: &str, ca: Option<&[u8]>) -> Result<Published> {
             v.kid
         )
     })?;
+    claims::check_times(&times, &clock)
+        .context("the published documents verify the token, but STS would refuse it")?;
     Ok(Published {
         discovery_url,
         jwks_uri,
+        node_clock_skew_secs: clock.node_skew,
+        clock_warning: clock.skew_note(),
     })
 }
 
@@ -319,8 +343,13 @@ pub fn check_aws_provider(provider: &Value, v: &Verified, name: &str) -> Result<
     Ok(())
 }
 
-/// GET a public JSON document; each failure worded the way users meet it.
-async fn fetch_json(url: &str, ca: Option<&[u8]>, issuer: &str) -> Result<Value> {
+/// GET a public JSON document, with the server's `Date`; each failure worded
+/// the way users meet it.
+async fn fetch_json(
+    url: &str,
+    ca: Option<&[u8]>,
+    issuer: &str,
+) -> Result<(Value, Option<SystemTime>)> {
     let res = https::get(url, ca, PUBLIC_FETCH_TIMEOUT).await.map_err(|e| {
         anyhow!(
             "{url} is not reachable ({e:#}): AWS STS, GCP and Azure fetch it from the internet over HTTPS with a \
@@ -345,7 +374,8 @@ async fn fetch_json(url: &str, ca: Option<&[u8]>, issuer: &str) -> Result<Value>
         ),
         other => bail!("{url} answered HTTP {other}"),
     }
-    serde_json::from_slice(&res.body).with_context(|| format!("{url} is not JSON"))
+    let doc = serde_json::from_slice(&res.body).with_context(|| format!("{url} is not JSON"))?;
+    Ok((doc, res.date))
 }
 
 /// `irsa-agent verify`.
@@ -397,6 +427,10 @@ pub fn run(global: &GlobalOpts, opts: &VerifyOpts) -> Result<Outcome> {
             "published:   {} and {} verify the token",
             p.discovery_url, p.jwks_uri
         ));
+        if let Some(w) = &p.clock_warning {
+            tracing::warn!("{w}");
+            o.line(format!("warning:     {w}"));
+        }
     }
     if let Some(path) = &opts.aws_provider {
         o.line(format!(
@@ -491,6 +525,33 @@ mod tests {
         assert!(forged.contains("signature does not verify"), "{forged}");
 
         assert!(format!("{:#}", check("a.b", &expect).unwrap_err()).contains("not a JWS"));
+    }
+
+    #[test]
+    fn a_non_string_iss_or_sub_is_malformed_not_empty() {
+        let (key, expect) = setup(KeyType::EcP256);
+        for (claim, value, want) in [
+            (
+                "iss",
+                json!(["https://oidc.example.com/c"]),
+                "its iss is [\"https://oidc.example.com/c\"], not a string",
+            ),
+            ("iss", Value::Null, "it has no iss"),
+            ("sub", json!(42), "its sub is 42, not a string"),
+            (
+                "sub",
+                json!({"name": "default"}),
+                "its sub is {\"name\":\"default\"}",
+            ),
+        ] {
+            let (h, mut c) = good(&key);
+            c[claim] = value;
+            let e = format!("{:#}", check(&sign(&key, h, c), &expect).unwrap_err());
+            assert!(
+                e.starts_with("the token is malformed") && e.contains(want),
+                "{claim}: {e}"
+            );
+        }
     }
 
     #[test]

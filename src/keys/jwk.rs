@@ -113,6 +113,60 @@ impl PublicKey {
     }
 }
 
+impl PublicKey {
+    /// The key of a JWK as published for a cloud provider, refused when the
+    /// JWK contradicts itself: its `kid` must be the key id kube-apiserver
+    /// computes from the key (see [`PublicKey::kid`]), a `use` must be `sig`
+    /// and an `alg` the key's own (RS256 for RSA, ES256/384/512 by curve).
+    /// RFC 7517 makes `use` and `alg` optional: absent, they are not required.
+    pub fn from_published_jwk(jwk: &serde_json::Value) -> anyhow::Result<Self> {
+        use anyhow::bail;
+        let key = Self::from_jwk(jwk)?;
+        let text = |name: &str| -> anyhow::Result<Option<&str>> {
+            match &jwk[name] {
+                serde_json::Value::Null => Ok(None),
+                serde_json::Value::String(s) => Ok(Some(s)),
+                other => bail!("the JWK is malformed: its \"{name}\" is {other}, not a string"),
+            }
+        };
+        if let Some(u) = text("use")? {
+            if u != "sig" {
+                bail!(
+                    "the JWK's \"use\" is {u:?}, not \"sig\": it is not published as a signature key, and \
+                     verifiers skip it"
+                );
+            }
+        }
+        if let Some(alg) = text("alg")? {
+            if alg != key.alg() {
+                bail!(
+                    "the JWK's \"alg\" is {alg:?}, but its key ({}) signs with {}: verifiers refuse the mismatch",
+                    key.describe(),
+                    key.alg()
+                );
+            }
+        }
+        let want = key.kid();
+        match text("kid")? {
+            Some(kid) if kid == want => Ok(key),
+            Some(kid) => bail!(
+                "the JWK's kid {kid:?} is not the id of its key material, {want:?} (base64url SHA-256 of the \
+                 key's PKIX DER, as kube-apiserver computes it): the JWKS was not written from this key \
+                 (irsa-agent discovery writes it from the key files)"
+            ),
+            None => bail!("the JWK has no \"kid\": cloud providers find the key by the token's kid"),
+        }
+    }
+
+    /// `RSA` or `EC P-256` etc., for messages.
+    fn describe(&self) -> String {
+        match &self.material {
+            Material::Rsa { .. } => "RSA".to_string(),
+            Material::Ec { curve, .. } => format!("EC {}", curve.jwk_name()),
+        }
+    }
+}
+
 /// The JWKS of `keys`, in the order given.
 pub fn jwks(keys: &[PublicKey]) -> Jwks {
     Jwks {
@@ -126,4 +180,56 @@ pub fn to_pretty_json<T: Serialize>(value: &T) -> String {
     let mut s = serde_json::to_string_pretty(value).expect("serializing plain structs cannot fail");
     s.push('\n');
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::keys::PrivateKey;
+
+    fn jwk_of(fixture: &[u8]) -> (PublicKey, Value) {
+        let k = PrivateKey::parse(fixture, Path::new("k"))
+            .unwrap()
+            .public_key();
+        let jwk = serde_json::to_value(k.to_jwk()).unwrap();
+        (k, jwk)
+    }
+
+    #[test]
+    fn a_published_jwk_must_agree_with_itself() {
+        let (rsa, rsa_jwk) = jwk_of(include_bytes!("../../tests/fixtures/keys/rsa-pkcs8.pem"));
+        let (ec, ec_jwk) = jwk_of(include_bytes!("../../tests/fixtures/keys/ec384-sec1.pem"));
+        assert_eq!(PublicKey::from_published_jwk(&rsa_jwk).unwrap(), rsa);
+        assert_eq!(PublicKey::from_published_jwk(&ec_jwk).unwrap(), ec);
+        // use and alg are optional (RFC 7517).
+        let mut bare = ec_jwk.clone();
+        bare.as_object_mut().unwrap().remove("use");
+        bare.as_object_mut().unwrap().remove("alg");
+        assert_eq!(PublicKey::from_published_jwk(&bare).unwrap(), ec);
+
+        let err = |base: &Value, field: &str, v: Value| {
+            let mut j = base.clone();
+            j[field] = v;
+            PublicKey::from_published_jwk(&j).unwrap_err().to_string()
+        };
+        let e = err(&rsa_jwk, "kid", json!(ec.kid()));
+        assert!(
+            e.contains("is not the id of its key material") && e.contains(&rsa.kid()),
+            "{e}"
+        );
+        assert!(err(&rsa_jwk, "kid", json!(7)).contains("its \"kid\" is 7, not a string"));
+        assert!(err(&rsa_jwk, "kid", Value::Null).contains("has no \"kid\""));
+        assert!(err(&rsa_jwk, "use", json!("enc")).contains("\"use\" is \"enc\", not \"sig\""));
+        let e = err(&rsa_jwk, "alg", json!("RS512"));
+        assert!(
+            e.contains("\"alg\" is \"RS512\", but its key (RSA) signs with RS256"),
+            "{e}"
+        );
+        let e = err(&ec_jwk, "alg", json!("ES256"));
+        assert!(e.contains("its key (EC P-384) signs with ES384"), "{e}");
+    }
 }

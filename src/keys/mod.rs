@@ -12,6 +12,7 @@
 //! - `PublicKey::kid()`, `.alg()`, `.to_pem()`, `PartialEq` by key material.
 
 pub mod aws;
+pub mod claims;
 pub mod commands;
 pub mod discovery;
 pub mod jwk;
