@@ -1,6 +1,7 @@
 //! A local HTTPS server standing in for wherever an issuer's discovery
 //! documents are published (S3, a web server): it serves whatever each test
-//! puts at a path, with any status, over TLS with a test CA.
+//! puts at a path, with any status, over TLS with a test CA. Its `Date`
+//! header can be set off from the real time, to stand for a skewed node clock.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -14,12 +15,15 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use tokio_rustls::rustls;
 
 type Routes = Arc<Mutex<BTreeMap<String, (u16, Vec<u8>)>>>;
+/// Seconds added to the real time in the `Date` header (None: hyper's own).
+type DateOffset = Arc<Mutex<Option<i64>>>;
 
 /// The server; it stops when dropped.
 pub struct IssuerHost {
     port: u16,
     ca_pem: String,
     routes: Routes,
+    date_offset: DateOffset,
     _rt: tokio::runtime::Runtime,
 }
 
@@ -60,6 +64,8 @@ impl IssuerHost {
         let port = listener.local_addr().unwrap().port();
         let routes: Routes = Arc::default();
         let served = routes.clone();
+        let date_offset: DateOffset = Arc::default();
+        let offset = date_offset.clone();
         rt.spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
@@ -67,12 +73,14 @@ impl IssuerHost {
                 };
                 let acceptor = acceptor.clone();
                 let routes = served.clone();
+                let offset = offset.clone();
                 tokio::spawn(async move {
                     let Ok(tls) = acceptor.accept(tcp).await else {
                         return;
                     };
                     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                         let routes = routes.clone();
+                        let offset = *offset.lock().unwrap();
                         async move {
                             let (status, body) = routes
                                 .lock()
@@ -80,13 +88,14 @@ impl IssuerHost {
                                 .get(req.uri().path())
                                 .cloned()
                                 .unwrap_or((404, b"not found".to_vec()));
-                            Ok::<_, Infallible>(
-                                Response::builder()
-                                    .status(status)
-                                    .header("content-type", "application/json")
-                                    .body(Full::new(Bytes::from(body)))
-                                    .unwrap(),
-                            )
+                            let mut res = Response::builder()
+                                .status(status)
+                                .header("content-type", "application/json");
+                            if let Some(off) = offset {
+                                // hyper keeps a Date the service sets.
+                                res = res.header("date", http_date(now_unix() + off));
+                            }
+                            Ok::<_, Infallible>(res.body(Full::new(Bytes::from(body))).unwrap())
                         }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -99,6 +108,7 @@ impl IssuerHost {
             port,
             ca_pem: ca_cert.pem(),
             routes,
+            date_offset,
             _rt: rt,
         }
     }
@@ -124,4 +134,44 @@ impl IssuerHost {
     pub fn remove(&self, path: &str) {
         self.routes.lock().unwrap().remove(path);
     }
+
+    /// Send a `Date` header `secs` off the real time (negative: in the past);
+    /// None: the server's real time again.
+    pub fn set_date_offset(&self, secs: Option<i64>) {
+        *self.date_offset.lock().unwrap() = secs;
+    }
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) of a time after 1970
+/// (H. Hinnant's civil_from_days).
+pub fn http_date(unix: i64) -> String {
+    let (days, secs) = (unix.div_euclid(86_400), unix.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{}, {day:02} {} {year} {:02}:{:02}:{:02} GMT",
+        WEEKDAYS[days.rem_euclid(7) as usize],
+        MONTHS[(month - 1) as usize],
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
 }
