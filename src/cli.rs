@@ -417,6 +417,11 @@ pub struct AwsOpts {
     #[arg(long)]
     pub fetch_thumbprint: bool,
 
+    /// With --fetch-thumbprint: take the thumbprint even when the host's TLS
+    /// chain is not trusted by this machine (check it out of band).
+    #[arg(long, requires = "fetch_thumbprint")]
+    pub insecure_skip_tls_verify: bool,
+
     /// Directory to write oidc-provider.json and trust-policy.json into.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,

@@ -253,7 +253,7 @@ pub fn aws(opts: &AwsOpts) -> anyhow::Result<Outcome> {
             .map_err(|e| anyhow::anyhow!("--ca-file {}: cannot read: {e}", ca.display()))?;
         thumbprint::from_ca_file(&data, ca)?
     } else if opts.fetch_thumbprint {
-        thumbprint::fetch(&issuer)?
+        thumbprint::fetch(&issuer, opts.insecure_skip_tls_verify)?
     } else {
         notes.push(format!(
             "ThumbprintList holds the placeholder {}: AWS ignores the thumbprint when the issuer's \

@@ -1,6 +1,8 @@
 //! The IAM OIDC provider thumbprint: lowercase hex SHA-1 of the DER of the
 //! top CA certificate of the issuer host's TLS chain, from a CA file or read
-//! from the server itself over TLS (rustls, ring provider).
+//! from the server itself over TLS (rustls, ring provider). A chain read from
+//! the server must verify against this machine's trusted CAs, unless
+//! `--insecure-skip-tls-verify` says to take it anyway.
 
 use std::io::Write;
 use std::net::{TcpStream, ToSocketAddrs};
@@ -77,9 +79,11 @@ pub fn from_ca_file(pem: &[u8], path: &Path) -> anyhow::Result<Thumbprint> {
 /// The DER chain as sent (leaf first) and whether it verified.
 type Seen = (Vec<Vec<u8>>, Result<(), String>);
 
-/// Records the chain the server sends; verifies it against this machine's
-/// trust store (system CAs, `SSL_CERT_FILE`/`SSL_CERT_DIR`) only to report
-/// whether it is trusted. Handshake signatures are always checked.
+/// Records the chain the server sends and whether it verifies against this
+/// machine's trust store (system CAs, `SSL_CERT_FILE`/`SSL_CERT_DIR`); the
+/// caller refuses an untrusted chain unless told to skip the check (the
+/// handshake completes either way, so the message can say why). Handshake
+/// signatures are always checked.
 #[derive(Debug)]
 struct Recorder {
     provider: Arc<CryptoProvider>,
@@ -150,7 +154,10 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Connect to the issuer's host (its port, or 443) and take the thumbprint of
 /// the last certificate the server sends (the top of the chain it serves).
-pub fn fetch(issuer: &Issuer) -> anyhow::Result<Thumbprint> {
+/// The chain must be trusted by this machine; `skip_verify`
+/// (`--insecure-skip-tls-verify`) takes it anyway, with a warning saying
+/// what was skipped.
+pub fn fetch(issuer: &Issuer, skip_verify: bool) -> anyhow::Result<Thumbprint> {
     let url = url::Url::parse(issuer.as_str()).context("--issuer: not a URL")?;
     let port = url.port().unwrap_or(443);
     let (server_name, host) = match url.host() {
@@ -240,10 +247,20 @@ pub fn fetch(issuer: &Issuer) -> anyhow::Result<Thumbprint> {
             "{target} sent only its own certificate: the thumbprint is of that leaf certificate, which changes at every renewal"
         ));
     }
-    if let Err(why) = &verdict {
-        warnings.push(format!(
-            "the TLS chain of {target} is not trusted by this machine ({why}): check the thumbprint out of band"
-        ));
+    match &verdict {
+        Err(why) if !skip_verify => anyhow::bail!(
+            "--fetch-thumbprint: the TLS chain of {target} is not trusted by this machine ({why}): no thumbprint \
+             taken from it. Pass --ca-file with the issuer host's CA certificate, or add \
+             --insecure-skip-tls-verify to take it anyway and check it out of band"
+        ),
+        Err(why) => warnings.push(format!(
+            "--insecure-skip-tls-verify: the TLS chain of {target} was NOT verified ({why}): the thumbprint is of \
+             whatever certificate answered; check it out of band"
+        )),
+        Ok(()) if skip_verify => warnings.push(format!(
+            "--insecure-skip-tls-verify was not needed: the TLS chain of {target} is trusted by this machine"
+        )),
+        Ok(()) => {}
     }
     Ok(Thumbprint {
         value: sha1_hex(top),

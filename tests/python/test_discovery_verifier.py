@@ -279,14 +279,22 @@ def test_fetch_thumbprint_takes_the_top_ca_the_server_sends(server, pki, tmp_pat
     assert "chain verified" in result["thumbprint"]["source"]
     assert not any("not trusted" in w for w in result["warnings"])
 
-    # Without the CA in the trust store the thumbprint is the same, with a warning.
+    # Without the CA in the trust store: refused, nothing written...
+    proc = run(
+        "aws", "--issuer", issuer, "--allow-port", "--fetch-thumbprint",
+        "--out", tmp_path / "untrusted", check=False,
+    )
+    assert proc.returncode == 1
+    assert "is not trusted by this machine" in proc.stderr and "--insecure-skip-tls-verify" in proc.stderr
+    assert not (tmp_path / "untrusted").exists()
+    # ...unless told to skip the check: the same thumbprint, with a warning.
     out = run(
         "aws", "--output", "json", "--issuer", issuer, "--allow-port", "--fetch-thumbprint",
-        "--out", tmp_path / "untrusted",
+        "--insecure-skip-tls-verify", "--out", tmp_path / "untrusted",
     )
     result = json.loads(out.stdout)
     assert result["thumbprint"]["value"] == pki["ca_sha1"]
-    assert any("not trusted" in w for w in result["warnings"])
+    assert any("was NOT verified" in w for w in result["warnings"])
 
 
 def test_fetch_thumbprint_needs_allow_port_for_a_port(server, tmp_path):

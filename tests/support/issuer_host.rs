@@ -22,6 +22,7 @@ type DateOffset = Arc<Mutex<Option<i64>>>;
 pub struct IssuerHost {
     port: u16,
     ca_pem: String,
+    leaf_der: Vec<u8>,
     routes: Routes,
     date_offset: DateOffset,
     _rt: tokio::runtime::Runtime,
@@ -107,6 +108,7 @@ impl IssuerHost {
         Self {
             port,
             ca_pem: ca_cert.pem(),
+            leaf_der: leaf.der().to_vec(),
             routes,
             date_offset,
             _rt: rt,
@@ -121,6 +123,11 @@ impl IssuerHost {
     /// The CA that signed the server's certificate (PEM).
     pub fn ca_pem(&self) -> &str {
         &self.ca_pem
+    }
+
+    /// The server's own certificate (DER): the whole chain it sends.
+    pub fn leaf_der(&self) -> &[u8] {
+        &self.leaf_der
     }
 
     /// Serve `body` with `status` at `path`.
