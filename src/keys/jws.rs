@@ -1,18 +1,24 @@
 //! JWS signatures as kube-apiserver makes them (RS256 = RSASSA-PKCS1-v1_5 with
 //! SHA-256; ES256/384/512 = ECDSA, signature as fixed-size `r || s`), for
-//! `verify` (check a TokenRequest token with the installed public key) and the
-//! test apiserver simulator (sign tokens).
+//! `verify` (check a TokenRequest token with the installed public key), and
+//! signing for the unit tests only: the built tool never signs (nor
+//! decrypts) with a private key, which keeps it out of reach of the `rsa`
+//! crate's timing advisory RUSTSEC-2023-0071 (docs/security.md).
 
 use anyhow::Context;
 use pkcs8::DecodePublicKey;
-use rsa::signature::{SignatureEncoding, Signer, Verifier};
+use rsa::signature::Verifier;
 
-use super::{Curve, Material, PrivateInner, PrivateKey, PublicKey};
+use super::{Curve, Material, PublicKey};
+#[cfg(test)]
+use super::{PrivateInner, PrivateKey};
 
+#[cfg(test)]
 impl PrivateKey {
     /// Sign `signing_input` (`base64url(header) + "." + base64url(payload)`)
     /// with the algorithm [`PublicKey::alg`] names.
     pub fn sign_jws(&self, signing_input: &[u8]) -> Vec<u8> {
+        use rsa::signature::{SignatureEncoding, Signer};
         match &self.inner {
             PrivateInner::Rsa(k) => rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new((**k).clone())
                 .sign(signing_input)
