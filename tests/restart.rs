@@ -566,6 +566,11 @@ fn verify_public_validates_like_sts_and_names_each_problem() {
         v["error"].as_str().unwrap().contains("is not reachable"),
         "{v}"
     );
+    // The world is an hour behind this node's clock (the publishing host's
+    // Date header): the fresh token is from the future for STS.
+    host.set_date_offset(Some(-3600));
+    fails("this node's clock is");
+    host.set_date_offset(None);
     // Not public.
     host.put(JWKS, 403, "<Error><Code>AccessDenied</Code></Error>");
     fails("the document is not public");
