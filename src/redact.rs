@@ -431,7 +431,10 @@ mod tests {
             ("--token=s3cr3t", "--token=<redacted>"),
             ("--agent-token s3cr3t", "--agent-token <redacted>"),
             ("  - \"token=s3cr3t\"", "  - \"token=<redacted>\""),
-            ("  - --etcd-password=s3cr3t", "  - --etcd-password=<redacted>"),
+            (
+                "  - --etcd-password=s3cr3t",
+                "  - --etcd-password=<redacted>",
+            ),
             (
                 "    extraArgs: {oidc-client-secret: s3cr3t, v: \"2\"}",
                 "    extraArgs: {oidc-client-secret: <redacted>, v: \"2\"}",
@@ -462,7 +465,8 @@ mod tests {
     #[test]
     fn pem_private_keys_and_their_base64() {
         let pem = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\nabcd\n-----END RSA PRIVATE KEY-----\n";
-        let text = format!("a: 1\n{pem}-----BEGIN PUBLIC KEY-----\nMFkw\n-----END PUBLIC KEY-----\n");
+        let text =
+            format!("a: 1\n{pem}-----BEGIN PUBLIC KEY-----\nMFkw\n-----END PUBLIC KEY-----\n");
         let got = file_text(&text);
         assert_eq!(
             got,
@@ -471,7 +475,10 @@ mod tests {
         );
         assert_eq!(free_text(&text), got);
         let blob = STANDARD.encode(pem);
-        assert_eq!(free_text(&format!("tls.key: {blob}")), "tls.key: <redacted>");
+        assert_eq!(
+            free_text(&format!("tls.key: {blob}")),
+            "tls.key: <redacted>"
+        );
         // A block scalar under a secret key.
         assert_eq!(
             file_text("token: |\n  line1\n  line2\nnext: 1\n"),
