@@ -292,4 +292,34 @@ mod tests {
         // Nothing changed, nothing to explain.
         assert!(why(&target, &target, &[]).is_empty());
     }
+
+    #[test]
+    fn diffs_show_only_changed_lines_and_mask_secrets_on_them() {
+        let change = |old: &str, new: &str| super::super::FileChange {
+            path: "/etc/rancher/k3s/config.yaml".into(),
+            old: Some(old.into()),
+            new: new.as_bytes().to_vec(),
+            mode: 0o600,
+            secret: false,
+        };
+        // The neighbours of the changed line are not shown.
+        let d = change(
+            "token: s3cr3t-neighbour\nkube-apiserver-arg:\n  - \"a=1\"\nagent-token: s3cr3t-2\n",
+            "token: s3cr3t-neighbour\nkube-apiserver-arg:\n  - \"a=2\"\nagent-token: s3cr3t-2\n",
+        )
+        .diff();
+        assert!(!d.contains("s3cr3t"), "{d}");
+        assert!(d.contains("-  - \"a=1\"\n+  - \"a=2\"\n"), "{d}");
+        // A changed line that holds a secret is shown masked.
+        let d = change(
+            "datastore-endpoint: postgres://k3s:pg-s3cr3t@db:5432/k3s # old\n",
+            "datastore-endpoint: postgres://k3s:pg-s3cr3t@db:5432/k3s # new\n",
+        )
+        .diff();
+        assert!(!d.contains("s3cr3t"), "{d}");
+        assert!(
+            d.contains("+datastore-endpoint: postgres://k3s:<redacted>@db:5432/k3s # new"),
+            "{d}"
+        );
+    }
 }
