@@ -183,15 +183,37 @@ impl Runs {
 
     /// The same command in every output form and verbosity.
     fn every_form(&mut self, node: bool, args: &[&str]) -> Vec<i32> {
+        self.forms(
+            node,
+            args,
+            &[
+                &[][..],
+                &["--output", "json"],
+                &["-v"],
+                &["-vv"],
+                &["-vvv"],
+                &["-vv", "--output", "json"],
+            ],
+        )
+    }
+
+    /// Text and JSON, quiet and with -v / -vvv (the logs of every level).
+    fn main_forms(&mut self, node: bool, args: &[&str]) -> Vec<i32> {
+        self.forms(
+            node,
+            args,
+            &[
+                &[][..],
+                &["--output", "json"],
+                &["-v"],
+                &["-vvv", "--output", "json"],
+            ],
+        )
+    }
+
+    fn forms(&mut self, node: bool, args: &[&str], forms: &[&[&str]]) -> Vec<i32> {
         let mut codes = Vec::new();
-        for extra in [
-            &[][..],
-            &["--output", "json"],
-            &["-v"],
-            &["-vv"],
-            &["-vvv"],
-            &["-vv", "--output", "json"],
-        ] {
+        for extra in forms {
             let mut a: Vec<&str> = extra.to_vec();
             a.extend_from_slice(args);
             codes.push(self.run(node, &a).0);
@@ -789,7 +811,7 @@ fn users_secrets_on(fixture: &str, edited: &str) {
     };
     let issuer = "https://oidc.example.com/users-secrets";
     assert!(
-        r.every_form(true, &["detect"]).iter().all(|c| *c == 0),
+        r.main_forms(true, &["detect"]).iter().all(|c| *c == 0),
         "{fixture}: detect"
     );
     // Dry runs: without and with --diff (the JSON has the diff either way),
@@ -800,7 +822,7 @@ fn users_secrets_on(fixture: &str, edited: &str) {
             let mut args = vec!["apply", "--issuer", issuer, "--check"];
             args.extend_from_slice(diff);
             args.extend_from_slice(key);
-            let codes = r.every_form(true, &args);
+            let codes = r.main_forms(true, &args);
             assert!(
                 codes.iter().all(|c| *c == 0),
                 "{fixture} {args:?}: {codes:?}"
@@ -822,7 +844,7 @@ fn users_secrets_on(fixture: &str, edited: &str) {
     );
     assert_eq!(code, 0, "{fixture}: {out}");
     secrets.collect(&root);
-    let codes = r.every_form(true, &["rollback", "--check"]);
+    let codes = r.main_forms(true, &["rollback", "--check"]);
     assert!(codes.iter().all(|c| *c == 0), "{fixture}: {codes:?}");
     let (code, out) = r.run(
         true,
