@@ -57,6 +57,22 @@ pub fn notes(s: &SaState) -> Vec<String> {
     notes
 }
 
+/// The one piece of advice for this node after a change: what to do about
+/// `kubeadm upgrade`, which regenerates the manifest and drops the edit.
+pub fn advice(s: &SaState) -> String {
+    match (s.issuers.first(), v1beta4_signing_issuer(s)) {
+        (Some(first), Some(sorted_first)) if first != sorted_first => format!(
+            "run irsa-agent apply again after every `kubeadm upgrade`: it rewrites this manifest from the \
+             kubeadm-config ConfigMap, which cannot keep this order (kubeadm sorts the issuers there and \
+             {sorted_first} would sign instead of {first})"
+        ),
+        _ => "`kubeadm upgrade` rewrites this manifest from the kubeadm-config ConfigMap: put the same flags in its \
+              ClusterConfiguration apiServer.extraArgs (-v prints them), or run irsa-agent apply again after \
+              every upgrade"
+            .to_string(),
+    }
+}
+
 fn quote(v: &str) -> String {
     serde_json::Value::String(v.to_string()).to_string()
 }
@@ -112,5 +128,24 @@ mod tests {
             "https://kubernetes.default.svc.cluster.local".into(),
         ];
         assert_eq!(notes(&s).len(), 1);
+    }
+
+    #[test]
+    fn advice_says_rerun_when_the_configmap_cannot_keep_the_order() {
+        let a = advice(&state());
+        assert!(
+            a.starts_with("run irsa-agent apply again after every `kubeadm upgrade`"),
+            "{a}"
+        );
+        assert!(
+            a.contains("https://kubernetes.default.svc.cluster.local would sign"),
+            "{a}"
+        );
+        let mut s = state();
+        s.issuers = vec![
+            "https://a.example.com".into(),
+            "https://kubernetes.default.svc.cluster.local".into(),
+        ];
+        assert!(advice(&s).contains("put the same flags"), "{}", advice(&s));
     }
 }

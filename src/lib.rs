@@ -22,6 +22,7 @@ pub mod node;
 pub mod output;
 pub mod paths;
 pub mod recovery;
+pub mod redact;
 pub mod rollback;
 pub mod system;
 pub mod verify;

@@ -66,15 +66,94 @@ impl Outcome {
         self
     }
 
-    /// Append a line of human output.
+    /// Append a line of human output (secrets recognisable by their content
+    /// masked, in case it quotes a file: see [`crate::redact::free_text`]).
     pub fn line(&mut self, text: impl AsRef<str>) -> &mut Self {
-        self.human.push_str(text.as_ref());
+        self.human
+            .push_str(&crate::redact::free_text(text.as_ref()));
         self.human.push('\n');
+        self
+    }
+
+    /// Append `text` wrapped to `width` columns: the first line starts with
+    /// `label`, the others are indented by `indent` spaces.
+    pub fn wrapped(&mut self, label: &str, indent: usize, text: &str, width: usize) -> &mut Self {
+        for l in wrap(label, indent, text, width) {
+            self.line(l);
+        }
         self
     }
 }
 
-/// The one-line cause followed by the chain, as printed on failure.
+/// The width human output is wrapped to: the terminal's when stdout is one,
+/// else `$COLUMNS`, else 80; never below 40.
+pub fn width() -> usize {
+    let cols = terminal_size::terminal_size_of(std::io::stdout())
+        .map(|(w, _)| usize::from(w.0))
+        .or_else(|| std::env::var("COLUMNS").ok()?.trim().parse().ok())
+        .unwrap_or(80);
+    cols.max(40)
+}
+
+/// `text` in lines of at most `width` columns (a longer word stays whole on
+/// its own line): the first starts with `label`, the others with `indent`
+/// spaces. Line breaks in `text` are kept.
+pub fn wrap(label: &str, indent: usize, text: &str, width: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut line = label.to_string();
+    let mut empty = true;
+    let pad = " ".repeat(indent);
+    for (n, para) in text.split('\n').enumerate() {
+        if n > 0 {
+            out.push(std::mem::replace(&mut line, pad.clone()));
+            empty = true;
+        }
+        for word in para.split_whitespace() {
+            let len = line.chars().count();
+            if !empty && len + 1 + word.chars().count() > width {
+                out.push(std::mem::replace(&mut line, pad.clone()));
+                empty = true;
+            }
+            if !empty {
+                line.push(' ');
+            }
+            line.push_str(word);
+            empty = false;
+        }
+    }
+    out.push(line);
+    out
+}
+
+/// The one-line cause followed by the chain, as printed on failure; secrets
+/// recognisable by their content are masked (a cause may quote a file).
 pub fn error_chain(err: &anyhow::Error) -> Vec<String> {
-    err.chain().map(|c| c.to_string()).collect()
+    err.chain()
+        .map(|c| crate::redact::free_text(&c.to_string()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrap_keeps_words_and_indents() {
+        let got = wrap("why: ", 4, "one two three four five six", 14);
+        assert_eq!(got, ["why: one two", "    three four", "    five six"]);
+        assert!(got.iter().all(|l| l.chars().count() <= 14));
+        assert_eq!(
+            wrap("x ", 2, "averyveryverylongword b", 8),
+            ["x averyveryverylongword", "  b"]
+        );
+        assert_eq!(wrap("", 0, "", 10), [""]);
+    }
+
+    #[test]
+    fn lines_mask_private_keys_and_jwts() {
+        let mut o = Outcome::new();
+        o.line("t eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJ4In0.c2ln");
+        o.line("-----BEGIN PRIVATE KEY-----");
+        assert_eq!(o.human, "t <redacted>\n<redacted private key>\n");
+    }
 }

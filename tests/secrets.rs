@@ -183,15 +183,37 @@ impl Runs {
 
     /// The same command in every output form and verbosity.
     fn every_form(&mut self, node: bool, args: &[&str]) -> Vec<i32> {
+        self.forms(
+            node,
+            args,
+            &[
+                &[][..],
+                &["--output", "json"],
+                &["-v"],
+                &["-vv"],
+                &["-vvv"],
+                &["-vv", "--output", "json"],
+            ],
+        )
+    }
+
+    /// Text and JSON, quiet and with -v / -vvv (the logs of every level).
+    fn main_forms(&mut self, node: bool, args: &[&str]) -> Vec<i32> {
+        self.forms(
+            node,
+            args,
+            &[
+                &[][..],
+                &["--output", "json"],
+                &["-v"],
+                &["-vvv", "--output", "json"],
+            ],
+        )
+    }
+
+    fn forms(&mut self, node: bool, args: &[&str], forms: &[&[&str]]) -> Vec<i32> {
         let mut codes = Vec::new();
-        for extra in [
-            &[][..],
-            &["--output", "json"],
-            &["-v"],
-            &["-vv"],
-            &["-vvv"],
-            &["-vv", "--output", "json"],
-        ] {
+        for extra in forms {
             let mut a: Vec<&str> = extra.to_vec();
             a.extend_from_slice(args);
             codes.push(self.run(node, &a).0);
@@ -522,4 +544,343 @@ fn every_command_on(fixture: &str, distro: &str) {
         all.contains("token iss:") && all.contains(issuer),
         "claims were shown"
     );
+}
+
+// ---------------------------------------------------------------------------
+// Secrets in the user's own files (issue: diffs with context in the JSON)
+// ---------------------------------------------------------------------------
+
+/// Replace `anchor` in the node file `rel` (it must be there once).
+fn edit(root: &Path, rel: &str, anchor: &str, with: &str) {
+    let path = root.join(rel);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(text.matches(anchor).count(), 1, "{rel}: {anchor:?}");
+    std::fs::write(&path, text.replace(anchor, with)).unwrap();
+}
+
+/// Add a credential next to the kubeconfig's client key (same indentation).
+fn plant_kubeconfig(root: &Path, rel: &str, key: &str, value: &str) {
+    let path = root.join(rel);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("client-key"))
+        .unwrap_or_else(|| panic!("{rel}: no client key line"))
+        .to_string();
+    let indent = &line[..line.len() - line.trim_start().len()];
+    edit(root, rel, &line, &format!("{line}\n{indent}{key}: {value}"));
+}
+
+/// Secret values written into the node's files, every one right next to a
+/// line `apply` changes (so a diff with context would show it), with what
+/// each is. Kubeconfigs get a `password`/`token` beside their client key.
+fn plant(root: &Path, fixture: &str) -> Vec<(String, String)> {
+    let mut planted = Vec::new();
+    let mut put = |value: String, what: &str| {
+        planted.push((value.clone(), format!("{fixture} {what}")));
+        value
+    };
+    let k3s_config = |root: &Path,
+                      dir: &str,
+                      tls: &str,
+                      last_item: &str,
+                      put: &mut dyn FnMut(String, &str) -> String| {
+        let token = put(
+            format!("K10{}::server:{dir}-token-secret-value", "ab".repeat(16)),
+            "token",
+        );
+        let agent = put(format!("{dir}-agent-token-secret-value"), "agent-token");
+        let etcd = put(
+            format!("{dir}-etcd-url-password"),
+            "kube-apiserver-arg etcd-servers password",
+        );
+        let arg_token = put(
+            format!("{dir}-arg-token-secret-value"),
+            "kube-apiserver-arg token=",
+        );
+        let pg = put(
+            format!("{dir}-datastore-pg-password"),
+            "datastore-endpoint password",
+        );
+        edit(
+            root,
+            &format!("etc/rancher/{dir}/config.yaml"),
+            last_item,
+            &format!(
+                "{last_item}\n  - \"etcd-servers=https://root:{etcd}@10.0.0.1:2379\"\n  - \"token={arg_token}\"\n  \
+                 - \"service-account-signing-key-file=/var/lib/rancher/{dir}/server/tls/{tls}\"\n\
+                 token: \"{token}\"\nagent-token: {agent}\n\
+                 datastore-endpoint: \"postgres://{dir}:{pg}@db.example.com:5432/{dir}\""
+            ),
+        );
+    };
+    match fixture {
+        "k3s-default" => {
+            k3s_config(
+                root,
+                "k3s",
+                "service.current.key",
+                "  - \"feature-gates=ServiceAccountTokenNodeBinding=true\"",
+                &mut put,
+            );
+            let mysql = put(
+                "k3s-mysql-dsn-password".into(),
+                "datastore-endpoint (MySQL DSN) password",
+            );
+            let drop = root.join("etc/rancher/k3s/config.yaml.d");
+            std::fs::create_dir_all(&drop).unwrap();
+            std::fs::write(
+                drop.join("20-datastore.yaml"),
+                format!(
+                    "datastore-endpoint: \"mysql://k3s:{mysql}@tcp(db.example.com:3306)/k3s\"\n"
+                ),
+            )
+            .unwrap();
+            let p = put("k3s-kubeconfig-password".into(), "k3s.yaml password");
+            plant_kubeconfig(root, "etc/rancher/k3s/k3s.yaml", "password", &p);
+        }
+        "k3s-dropins" => {
+            let token = put("k3s-dropin-token-secret-value".into(), "drop-in token");
+            let agent = put(
+                "k3s-dropin-agent-token-secret".into(),
+                "drop-in agent-token",
+            );
+            edit(
+                root,
+                "etc/rancher/k3s/config.yaml.d/10-audit.yaml",
+                "  - \"audit-policy-file=/etc/rancher/k3s/audit-policy.yaml\"",
+                &format!(
+                    "  - \"audit-policy-file=/etc/rancher/k3s/audit-policy.yaml\"\n  \
+                     - \"service-account-signing-key-file=/var/lib/rancher/k3s/server/tls/service.current.key\"\n\
+                     token: {token}\nagent-token: '{agent}'"
+                ),
+            );
+            let t = put("k3s-dropins-kubeconfig-token".into(), "k3s.yaml token");
+            plant_kubeconfig(root, "etc/rancher/k3s/k3s.yaml", "token", &t);
+        }
+        "rke2-default" => {
+            k3s_config(
+                root,
+                "rke2",
+                "service.current.key",
+                "  - \"audit-log-maxage=30\"",
+                &mut put,
+            );
+            let p = put("rke2-kubeconfig-password".into(), "rke2.yaml password");
+            plant_kubeconfig(root, "etc/rancher/rke2/rke2.yaml", "password", &p);
+        }
+        "kubeadm-default" | "minikube-default" => {
+            let etcd = put(
+                format!("{fixture}-etcd-password"),
+                "manifest etcd-servers password",
+            );
+            let secret = put(
+                format!("{fixture}-oidc-client-secret"),
+                "manifest --oidc-client-secret",
+            );
+            let manifest = "etc/kubernetes/manifests/kube-apiserver.yaml";
+            edit(
+                root,
+                manifest,
+                "    - --etcd-servers=https://127.0.0.1:2379",
+                &format!("    - --etcd-servers=https://root:{etcd}@127.0.0.1:2379"),
+            );
+            let port = if fixture == "kubeadm-default" {
+                "6443"
+            } else {
+                "8443"
+            };
+            edit(
+                root,
+                manifest,
+                &format!("    - --secure-port={port}"),
+                &format!("    - --oidc-client-secret={secret}\n    - --secure-port={port}"),
+            );
+            let (kc, key) = if fixture == "kubeadm-default" {
+                ("etc/kubernetes/admin.conf", "password")
+            } else {
+                ("var/lib/minikube/kubeconfig", "token")
+            };
+            let v = put(
+                format!("{fixture}-kubeconfig-{key}"),
+                "kubeconfig credential",
+            );
+            plant_kubeconfig(root, kc, key, &v);
+        }
+        "microk8s-default" => {
+            let token = put("microk8s-args-token-secret".into(), "args --token=");
+            let agent = put(
+                "microk8s-args-agent-token-secret".into(),
+                "args --agent-token",
+            );
+            edit(
+                root,
+                "var/snap/microk8s/current/args/kube-apiserver",
+                "--service-account-issuer='https://kubernetes.default.svc'",
+                &format!(
+                    "--token={token}\n--service-account-issuer='https://kubernetes.default.svc'\n--agent-token {agent}"
+                ),
+            );
+            let p = put(
+                "microk8s-kubeconfig-password".into(),
+                "client.config password",
+            );
+            plant_kubeconfig(
+                root,
+                "var/snap/microk8s/current/credentials/client.config",
+                "password",
+                &p,
+            );
+        }
+        "k0s-default" => {
+            let kine = put(
+                "k0s-kine-mysql-password".into(),
+                "storage.kine.dataSource password",
+            );
+            let etcd = put(
+                "k0s-extraargs-etcd-password".into(),
+                "api.extraArgs etcd-servers password",
+            );
+            let k0s = "etc/k0s/k0s.yaml";
+            edit(
+                root,
+                k0s,
+                "    k0sApiPort: 9443",
+                &format!(
+                    "    extraArgs:\n      etcd-servers: \"https://root:{etcd}@10.0.0.1:2379\"\n    k0sApiPort: 9443"
+                ),
+            );
+            edit(
+                root,
+                k0s,
+                "    etcd:\n      peerAddress: 192.168.56.30\n    type: etcd",
+                &format!(
+                    "    kine:\n      dataSource: \"mysql://k0s:{kine}@tcp(db.example.com:3306)/k0s\"\n    type: kine"
+                ),
+            );
+            let p = put("k0s-kubeconfig-password".into(), "admin.conf password");
+            plant_kubeconfig(root, "var/lib/k0s/pki/admin.conf", "password", &p);
+        }
+        other => panic!("no secrets planted for {other}"),
+    }
+    planted
+}
+
+#[test]
+fn secrets_in_the_users_files_never_reach_the_output() {
+    // Every fixture distribution; the file each one edits holds secrets next
+    // to the lines that change.
+    for (fixture, edited) in [
+        ("k3s-default", "/etc/rancher/k3s/config.yaml"),
+        (
+            "k3s-dropins",
+            "/etc/rancher/k3s/config.yaml.d/10-audit.yaml",
+        ),
+        ("rke2-default", "/etc/rancher/rke2/config.yaml"),
+        (
+            "kubeadm-default",
+            "/etc/kubernetes/manifests/kube-apiserver.yaml",
+        ),
+        (
+            "minikube-default",
+            "/etc/kubernetes/manifests/kube-apiserver.yaml",
+        ),
+        (
+            "microk8s-default",
+            "/var/snap/microk8s/current/args/kube-apiserver",
+        ),
+        ("k0s-default", "/etc/k0s/k0s.yaml"),
+    ] {
+        users_secrets_on(fixture, edited);
+    }
+}
+
+fn users_secrets_on(fixture: &str, edited: &str) {
+    let dir = copy_fixture(fixture);
+    let root = dir.path().to_path_buf();
+    let planted = plant(&root, fixture);
+    let mut secrets = Secrets::default();
+    secrets.collect(&root);
+    for (value, what) in &planted {
+        secrets.needles.insert((value.clone(), what.clone()));
+    }
+    let mut r = Runs {
+        root: root.clone(),
+        env: Vec::new(),
+        outputs: Vec::new(),
+    };
+    let issuer = "https://oidc.example.com/users-secrets";
+    assert!(
+        r.main_forms(true, &["detect"]).iter().all(|c| *c == 0),
+        "{fixture}: detect"
+    );
+    // Dry runs: without and with --diff (the JSON has the diff either way),
+    // keeping the signing key and with a new one (k3s/RKE2 then edit the
+    // user's signing-key item in place, among the secrets).
+    for diff in [&[][..], &["--diff"]] {
+        for key in [&[][..], &["--generate-key"]] {
+            let mut args = vec!["apply", "--issuer", issuer, "--check"];
+            args.extend_from_slice(diff);
+            args.extend_from_slice(key);
+            let codes = r.main_forms(true, &args);
+            assert!(
+                codes.iter().all(|c| *c == 0),
+                "{fixture} {args:?}: {codes:?}"
+            );
+        }
+    }
+    // A real write, then the backup listing and a rollback.
+    let (code, out) = r.run(
+        true,
+        &[
+            "-v",
+            "apply",
+            "--issuer",
+            issuer,
+            "--generate-key",
+            "--no-restart",
+            "--diff",
+        ],
+    );
+    assert_eq!(code, 0, "{fixture}: {out}");
+    secrets.collect(&root);
+    let codes = r.main_forms(true, &["rollback", "--check"]);
+    assert!(codes.iter().all(|c| *c == 0), "{fixture}: {codes:?}");
+    let (code, out) = r.run(
+        true,
+        &["-vvv", "--output", "json", "rollback", "--no-restart"],
+    );
+    assert_eq!(code, 0, "{fixture}: {out}");
+
+    let mut leaks = Vec::new();
+    for (label, text) in &r.outputs {
+        for found in secrets.found_in(text) {
+            leaks.push(format!("{label}: {found}"));
+        }
+    }
+    assert!(
+        leaks.is_empty(),
+        "{fixture}: secrets in the output:\n{}",
+        leaks.join("\n")
+    );
+    // Not vacuous: the file holding the secrets was diffed, in JSON and text.
+    let all: String = r.outputs.iter().map(|(_, t)| t.as_str()).collect();
+    assert!(
+        all.contains(&format!("\"path\":\"{edited}\"")),
+        "{fixture}: {edited} changed"
+    );
+    assert!(
+        all.contains(&format!("+++ b{edited}")),
+        "{fixture}: {edited} diffed"
+    );
+    for (value, _) in &planted {
+        let on_disk: String = support::snapshot(&root)
+            .into_values()
+            .map(|(bytes, _)| String::from_utf8_lossy(&bytes).into_owned())
+            .collect();
+        assert!(
+            on_disk.contains(value.as_str()),
+            "{fixture}: {value} still in the files"
+        );
+    }
 }

@@ -38,7 +38,10 @@ impl FileChange {
         }
     }
 
-    /// A unified diff, or a note for secret files.
+    /// A unified diff of only the lines that change (no context: the lines
+    /// around them are the user's and may hold secrets), with the values of
+    /// secret keys masked on both sides ([`crate::redact`]); a note for
+    /// private key files.
     pub fn diff(&self) -> String {
         if self.secret {
             return format!(
@@ -46,16 +49,16 @@ impl FileChange {
                 self.path
             );
         }
-        let new = String::from_utf8_lossy(&self.new);
-        let old = self.old.as_deref().unwrap_or("");
+        let new = crate::redact::file_text(&String::from_utf8_lossy(&self.new));
+        let old = crate::redact::file_text(self.old.as_deref().unwrap_or(""));
         let old_name = if self.old.is_some() {
             format!("a{}", self.path)
         } else {
             "/dev/null".to_string()
         };
-        similar::TextDiff::from_lines(old, new.as_ref())
+        similar::TextDiff::from_lines(&old, &new)
             .unified_diff()
-            .context_radius(3)
+            .context_radius(0)
             .header(&old_name, &format!("b{}", self.path))
             .to_string()
     }
