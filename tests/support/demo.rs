@@ -66,6 +66,9 @@ pub struct Step {
     pub code: i32,
     /// Its stdout and stderr lines, in the order they arrived.
     pub output: Vec<String>,
+    /// Why the simulated apiserver refused to start, each time it did while
+    /// irsa-agent ran (sampled every 100 ms).
+    pub refusals: Vec<String>,
 }
 
 /// What a demo run did.
@@ -95,7 +98,7 @@ impl Printer<'_> {
 
     /// A line of the demo's own.
     fn say(&mut self, text: impl AsRef<str>) {
-        self.line(format!("{MARK} {}", text.as_ref()));
+        self.line(format!("{MARK} {}", text.as_ref()).trim_end().to_string());
     }
 
     /// A line of irsa-agent's output.
@@ -247,6 +250,13 @@ fn the_loop(opts: &Opts, p: &mut Printer) -> Result<()> {
         ],
     )?;
     expect_code(&step, 3, "STEP 2 (the failing apply)")?;
+    ensure!(
+        !step.refusals.is_empty(),
+        "STEP 2: the simulated apiserver never refused to start"
+    );
+    for why in &step.refusals {
+        p.say(format!("while it ran, the simulated apiserver refused to start: {why}"));
+    }
     cluster
         .wait_ready(Duration::from_secs(30))
         .context("STEP 2: the simulated apiserver is not running again after the rollback")?;
@@ -263,7 +273,7 @@ fn the_loop(opts: &Opts, p: &mut Printer) -> Result<()> {
     );
     same_files(&changed, &node_files(&root), "STEP 2: after the rollback")?;
     p.say(format!(
-        "checked: the simulated apiserver refused the new key, then was started again on the old files ({tried} starts);"
+        "checked: after the rollback the simulated apiserver started again on the old files ({tried} starts);"
     ));
     p.say(format!(
         "  the files are byte for byte as after STEP 1, the generated key is gone, and it runs issuers: {}",
@@ -350,7 +360,13 @@ fn irsa(
     .collect();
     drop(tx);
     let mut output = Vec::new();
+    let mut refusals: Vec<String> = Vec::new();
     loop {
+        if let Some(why) = cluster.status().last_start_error {
+            if !refusals.contains(&why) {
+                refusals.push(why);
+            }
+        }
         match rx.recv_timeout(Duration::from_millis(100)) {
             Ok(line) => {
                 p.tool(&line);
@@ -377,6 +393,7 @@ fn irsa(
         args: args.iter().map(|s| s.to_string()).collect(),
         code,
         output,
+        refusals,
     };
     p.report.steps.push(step.clone());
     Ok(step)
