@@ -5,7 +5,6 @@
 //! `tests/support/demo.rs`.
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 
 use std::path::PathBuf;
@@ -63,10 +62,19 @@ fn irsa_agent_binary() -> Result<PathBuf> {
         Some("debug") | None => "dev".to_string(),
         Some(name) => name.to_string(),
     };
-    println!("{MARK} building the irsa-agent binary (cargo build --bin irsa-agent --profile {profile})");
+    println!(
+        "{MARK} building the irsa-agent binary (cargo build --bin irsa-agent --profile {profile})"
+    );
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
-        .args(["build", "--quiet", "--bin", "irsa-agent", "--profile", &profile])
+        .args([
+            "build",
+            "--quiet",
+            "--bin",
+            "irsa-agent",
+            "--profile",
+            &profile,
+        ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .status()
         .context("running cargo build --bin irsa-agent")?;

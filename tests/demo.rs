@@ -29,7 +29,10 @@ fn opts(env: &[(&str, &str)]) -> demo::Opts {
 /// and no stand-in `kube-apiserver` process runs from it.
 fn assert_cleaned_up(report: &Report) {
     let root = report.root.as_deref().expect("the demo made a node copy");
-    let sim = report.sim_dir.as_deref().expect("the demo started the simulator");
+    let sim = report
+        .sim_dir
+        .as_deref()
+        .expect("the demo started the simulator");
     assert!(!root.exists(), "{} is left behind", root.display());
     assert!(!sim.exists(), "{} is left behind", sim.display());
     let sim = sim.to_string_lossy();
@@ -63,7 +66,11 @@ fn the_demo_shows_write_restart_verify_a_failing_change_rolled_back_and_rollback
         .iter()
         .map(|s| (s.args[0].as_str(), s.code))
         .collect();
-    assert_eq!(runs, [("apply", 0), ("apply", 3), ("rollback", 0)], "{text}");
+    assert_eq!(
+        runs,
+        [("apply", 0), ("apply", 3), ("rollback", 0)],
+        "{text}"
+    );
     assert!(report.steps[0].args.contains(&ISSUER.to_string()));
     assert!(report.steps[1].args.contains(&FAILING_ISSUER.to_string()));
     assert!(
@@ -90,9 +97,7 @@ fn the_demo_shows_write_restart_verify_a_failing_change_rolled_back_and_rollback
         assert!(!step.output.is_empty(), "{:?} printed nothing", step.args);
         for line in &step.output {
             assert!(
-                report
-                    .transcript
-                    .contains(&format!("{TOOL_INDENT}{line}")),
+                report.transcript.contains(&format!("{TOOL_INDENT}{line}")),
                 "{line:?} of {:?} is not shown",
                 step.args
             );
@@ -105,7 +110,9 @@ fn the_demo_shows_write_restart_verify_a_failing_change_rolled_back_and_rollback
         "$ irsa-agent --root ",
         "irsa-agent exited 0 (success)",
         &format!("it runs issuers: {ISSUER}, https://kubernetes.default.svc.cluster.local"),
-        &format!("a fresh token has iss {ISSUER}; the token taken before the change still authenticates"),
+        &format!(
+            "a fresh token has iss {ISSUER}; the token taken before the change still authenticates"
+        ),
         "STEP 2:",
         "irsa-agent exited 3 (failed after writing and rolled back",
         "the simulated apiserver refused to start:",

@@ -130,6 +130,7 @@ pub fn run_report(opts: &Opts, out: &mut dyn Write) -> (Report, Result<()>) {
 }
 
 fn the_loop(opts: &Opts, p: &mut Printer) -> Result<()> {
+    check_interrupted()?;
     ensure!(
         opts.bin.is_file(),
         "no irsa-agent binary at {}",
@@ -255,7 +256,9 @@ fn the_loop(opts: &Opts, p: &mut Printer) -> Result<()> {
         "STEP 2: the simulated apiserver never refused to start"
     );
     for why in &step.refusals {
-        p.say(format!("while it ran, the simulated apiserver refused to start: {why}"));
+        p.say(format!(
+            "while it ran, the simulated apiserver refused to start: {why}"
+        ));
     }
     cluster
         .wait_ready(Duration::from_secs(30))
@@ -282,7 +285,9 @@ fn the_loop(opts: &Opts, p: &mut Printer) -> Result<()> {
 
     // 3. Undo the first change.
     p.say("");
-    p.say("STEP 3: rollback: put back the files of the last apply that stayed (STEP 1's) and restart");
+    p.say(
+        "STEP 3: rollback: put back the files of the last apply that stayed (STEP 1's) and restart",
+    );
     let step = irsa(opts, p, &cluster, &root, &["rollback", "--timeout", "30"])?;
     expect_code(&step, 0, "STEP 3 (rollback)")?;
     let now = running_issuers(&cluster)?;
@@ -401,7 +406,7 @@ fn irsa(
 
 fn check_interrupted() -> Result<()> {
     if INTERRUPTED.load(Ordering::SeqCst) {
-        bail!("interrupted");
+        bail!("interrupted: stopping");
     }
     Ok(())
 }
