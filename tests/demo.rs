@@ -165,3 +165,30 @@ fn the_demo_fails_and_cleans_up_when_a_step_of_the_loop_fails() {
     assert!(format!("{:#}", result.unwrap_err()).starts_with("no irsa-agent binary at "));
     assert!(report.root.is_none() && report.steps.is_empty());
 }
+
+#[test]
+fn the_readme_shows_the_demo_as_the_optional_next_command() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let section = readme
+        .split("### Optional next command: the whole loop")
+        .nth(1)
+        .expect("README: the optional next command's section");
+    let section = section.split("\n## ").next().unwrap();
+    assert!(section.contains("```sh\ncargo run --example loop\n```"));
+    assert!(Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/loop.rs")
+        .is_file());
+    // Its sample output: the demo's own lines carry the mark, the tool's are indented.
+    let sample = section
+        .split("```text\n")
+        .nth(1)
+        .and_then(|s| s.split("```").next())
+        .expect("README: a sample of what the demo prints");
+    for line in sample.lines() {
+        assert!(
+            line.starts_with(MARK) || line.starts_with(TOOL_INDENT),
+            "README sample line {line:?}"
+        );
+    }
+}
