@@ -7,12 +7,15 @@
 //!   "nothing else changed" assertions.
 //! - [`sim`]: a SIMULATED control plane (kube-apiserver, systemd on a private
 //!   D-Bus, the kubelet) for the restart/verify/rollback loop.
+//! - [`demo`]: the loop on the README's example node against [`sim`], for
+//!   `cargo run --example loop` and `tests/demo.rs`.
 //! - [`issuer_host`]: a local HTTPS server standing in for where discovery
 //!   documents are published, for `verify --public`.
 
 // Each integration test is its own crate and uses only part of this module.
 #![allow(dead_code, unused_imports)]
 
+pub mod demo;
 pub mod effective;
 pub mod issuer_host;
 pub mod sim;
