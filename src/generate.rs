@@ -10,7 +10,7 @@ use clap::CommandFactory;
 use clap_complete::Shell;
 use roff::{bold, italic, roman, Roff};
 
-use crate::cli::{Cli, GenerateOpts, EXIT_CODES};
+use crate::cli::{Cli, GenerateOpts, GlobalOpts, EXIT_CODES};
 use crate::output::Outcome;
 
 /// The completion files, by shell: (shell, file name).
@@ -20,7 +20,10 @@ pub const COMPLETIONS: [(Shell, &str); 3] = [
     (Shell::Fish, "irsa-agent.fish"),
 ];
 
-pub fn run(opts: &GenerateOpts) -> Result<Outcome> {
+pub fn run(global: &GlobalOpts, opts: &GenerateOpts) -> Result<Outcome> {
+    let why = "it writes the man pages and completions into DIR on this machine";
+    crate::global_flags::refuse_root(global, "generate", why)?;
+    crate::global_flags::refuse_distro(global, "generate", why)?;
     let mut written = Vec::new();
     let man_dir = opts.out.join("man");
     fs_err::create_dir_all(&man_dir)?;
@@ -94,7 +97,7 @@ pub fn man_pages() -> Result<Vec<(String, Vec<u8>)>> {
         .collect();
     let mut pages = vec![("irsa-agent.1".to_string(), main_page(&cmd, &subs)?)];
     for sub in subs {
-        let man = clap_mangen::Man::new(sub.clone());
+        let man = clap_mangen::Man::new(with_synopsis(sub.clone()));
         let mut page = Vec::new();
         man.render(&mut page)
             .with_context(|| format!("rendering the man page of {}", sub.get_name()))?;
@@ -109,7 +112,7 @@ pub fn man_pages() -> Result<Vec<(String, Vec<u8>)>> {
 /// The main page: clap_mangen's sections, then EXIT STATUS, FILES and SEE
 /// ALSO written here (clap's after_help would be a plain "EXTRA" section).
 fn main_page(cmd: &clap::Command, subs: &[clap::Command]) -> Result<Vec<u8>> {
-    let man = clap_mangen::Man::new(cmd.clone());
+    let man = clap_mangen::Man::new(with_synopsis(cmd.clone()));
     let mut page = Vec::new();
     man.render_title(&mut page)?;
     man.render_name_section(&mut page)?;
@@ -158,6 +161,104 @@ fn main_page(cmd: &clap::Command, subs: &[clap::Command]) -> Result<Vec<u8>> {
     man.render_version_section(&mut page)?;
     page.flush()?;
     Ok(page)
+}
+
+/// `cmd` with its SYNOPSIS spelled out: clap_mangen's own names each option
+/// without its value (`[--root]`); this one says `[--root <DIR>]`, like --help.
+fn with_synopsis(cmd: clap::Command) -> clap::Command {
+    let usage = synopsis(&cmd);
+    cmd.override_usage(usage)
+}
+
+/// One line: the command, its optional options in brackets, the groups one
+/// of whose members is required, the required options, the positionals,
+/// `<COMMAND>` when it has (visible) commands.
+pub fn synopsis(cmd: &clap::Command) -> String {
+    let mut parts = vec![cmd
+        .get_bin_name()
+        .unwrap_or_else(|| cmd.get_name())
+        .to_string()];
+    let required_groups: Vec<Vec<String>> = cmd
+        .get_groups()
+        .filter(|g| g.is_required_set())
+        .map(|g| g.get_args().map(|a| a.as_str().to_string()).collect())
+        .collect();
+    let in_group = |a: &clap::Arg| {
+        required_groups
+            .iter()
+            .flatten()
+            .any(|id| id == a.get_id().as_str())
+    };
+    let args: Vec<&clap::Arg> = cmd.get_arguments().filter(|a| !a.is_hide_set()).collect();
+    for a in args
+        .iter()
+        .filter(|a| !a.is_positional() && !a.is_required_set() && !in_group(a))
+    {
+        parts.push(format!("[{}]", synopsis_arg(a)));
+    }
+    for members in &required_groups {
+        let alternatives: Vec<String> = members
+            .iter()
+            .filter_map(|id| args.iter().find(|a| a.get_id().as_str() == id))
+            .map(|a| synopsis_arg(a))
+            .collect();
+        parts.push(format!("<{}>", alternatives.join(" | ")));
+    }
+    for a in args
+        .iter()
+        .filter(|a| !a.is_positional() && a.is_required_set() && !in_group(a))
+    {
+        parts.push(synopsis_arg(a));
+    }
+    for a in args.iter().filter(|a| a.is_positional()) {
+        parts.push(synopsis_arg(a));
+    }
+    if cmd.get_subcommands().any(|s| !s.is_hide_set()) {
+        parts.push("<COMMAND>".to_string());
+    }
+    parts.join(" ")
+}
+
+/// `--root <DIR>`, `-v|--verbose...`, `--output <human|json>`, `--public-key <PATH>...`.
+fn synopsis_arg(a: &clap::Arg) -> String {
+    use clap::ArgAction;
+    let value = || {
+        if let Some(names) = a.get_value_names() {
+            names
+                .iter()
+                .map(|n| format!("<{n}>"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        } else {
+            let possible: Vec<String> = a
+                .get_possible_values()
+                .iter()
+                .filter(|v| !v.is_hide_set())
+                .map(|v| v.get_name().to_string())
+                .collect();
+            if possible.is_empty() {
+                format!("<{}>", a.get_id().as_str().to_uppercase())
+            } else {
+                format!("<{}>", possible.join("|"))
+            }
+        }
+    };
+    if a.is_positional() {
+        return value();
+    }
+    let mut s = match (a.get_short(), a.get_long()) {
+        (Some(short), Some(long)) => format!("-{short}|--{long}"),
+        (Some(short), None) => format!("-{short}"),
+        (None, Some(long)) => format!("--{long}"),
+        (None, None) => String::new(),
+    };
+    match a.get_action() {
+        ArgAction::Set => s = format!("{s} {}", value()),
+        ArgAction::Append => s = format!("{s} {}...", value()),
+        ArgAction::Count => s.push_str("..."),
+        _ => {}
+    }
+    s
 }
 
 fn see_also(r: &mut Roff, pages: &[String]) {
