@@ -472,6 +472,108 @@ mod tests {
         }
     }
 
+    /// `irsa-agent <args> --help`, as printed.
+    fn help(args: &[&str]) -> String {
+        let mut argv = vec!["irsa-agent"];
+        argv.extend_from_slice(args);
+        argv.push("--help");
+        let e = Cli::try_parse_from(argv).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp);
+        e.render().to_string()
+    }
+
+    #[test]
+    fn global_options_have_their_own_heading_after_the_commands_own() {
+        for cmd in [
+            "detect",
+            "apply",
+            "verify",
+            "rollback",
+            "keygen",
+            "discovery",
+            "aws",
+        ] {
+            let text = help(&[cmd]);
+            let (own, global) = text
+                .split_once("\nOptions:\n")
+                .unwrap()
+                .1
+                .split_once(&format!("\n{GLOBAL_HEADING}:\n"))
+                .unwrap_or_else(|| panic!("{cmd}: no {GLOBAL_HEADING} heading:\n{text}"));
+            // Option lines, not their descriptions (indented further).
+            let flags = |part: &str| -> Vec<String> {
+                part.lines()
+                    .filter(|l| l.starts_with("  -") || l.starts_with("      --"))
+                    .map(|l| l.trim().to_string())
+                    .collect()
+            };
+            let (own, global) = (flags(own), flags(global));
+            for flag in ["--root", "--distro", "--output", "--verbose", "--quiet"] {
+                let has = |lines: &[String]| lines.iter().any(|l| l.contains(flag));
+                assert!(has(&global), "{cmd}: {flag} not under the heading");
+                assert!(!has(&own), "{cmd}: {flag} among the command's own");
+            }
+        }
+        let apply = help(&["apply"]);
+        let own = apply.split_once(GLOBAL_HEADING).unwrap().0;
+        assert!(own.contains("--signing-key") && own.contains("--generate-key"));
+    }
+
+    #[test]
+    fn discovery_usage_says_out_or_jwks_only_is_needed() {
+        let usage = help(&["discovery"]);
+        let usage = usage.lines().find(|l| l.starts_with("Usage:")).unwrap();
+        assert!(usage.contains("<--out <DIR>|--jwks-only>"), "{usage}");
+        let parse = |extra: &[&str]| {
+            let mut argv = vec![
+                "irsa-agent",
+                "discovery",
+                "--issuer",
+                "https://a.example.com",
+                "--public-key",
+                "k.pub",
+            ];
+            argv.extend_from_slice(extra);
+            Cli::try_parse_from(argv)
+        };
+        assert_eq!(
+            parse(&[]).unwrap_err().kind(),
+            clap::error::ErrorKind::MissingRequiredArgument
+        );
+        parse(&["--out", "d"]).unwrap();
+        parse(&["--jwks-only"]).unwrap();
+        parse(&["--out", "d", "--jwks-only"]).unwrap();
+    }
+
+    #[test]
+    fn verify_timeout_speaks_of_waiting_not_of_restarting() {
+        let text = help(&["verify"]);
+        let timeout = text
+            .split_once("--timeout <SECONDS>")
+            .unwrap()
+            .1
+            .split("\n\n")
+            .next()
+            .unwrap();
+        assert!(timeout.contains("/readyz"), "{timeout}");
+        assert!(
+            !timeout.contains("restart") && !timeout.contains("static pod"),
+            "{timeout}"
+        );
+    }
+
+    #[test]
+    fn distro_takes_only_the_profile_names() {
+        for name in crate::distro::names() {
+            let cli = Cli::try_parse_from(["irsa-agent", "--distro", &name, "detect"]).unwrap();
+            assert_eq!(cli.global.distro, Some(name));
+        }
+        let e = Cli::try_parse_from(["irsa-agent", "--distro", "kubedm", "detect"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::InvalidValue);
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("kubeadm"), "{e}");
+    }
+
     #[test]
     fn global_options_work_after_the_command() {
         let cli = Cli::try_parse_from([

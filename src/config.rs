@@ -59,15 +59,12 @@ impl ConfigFile {
                 (Some(line), _) => anyhow::anyhow!("{}, line {line}: {msg}", path.display()),
                 // The YAML parser's message holds the position the prefix
                 // gives: state it once.
-                (None, Some(l)) => match without_position(&msg, l.line(), l.column()) {
-                    Some(rest) => anyhow::anyhow!(
-                        "{}, line {}, column {}: {rest}",
-                        path.display(),
-                        l.line(),
-                        l.column()
-                    ),
-                    None => anyhow::anyhow!("{}, line {}: {msg}", path.display(), l.line()),
-                },
+                (None, Some(l)) => anyhow::anyhow!(
+                    "{}, line {}: {}",
+                    path.display(),
+                    l.line(),
+                    without_position(&msg, l.line(), l.column())
+                ),
                 (None, None) => anyhow::anyhow!("{}: {msg}", path.display()),
             }
         };
@@ -182,9 +179,8 @@ pub fn merge(opts: &ApplyOpts, file: &ConfigFile, given: impl Fn(&str) -> bool) 
 
 /// `msg` without its " at line LINE column COLUMN" (once), which the error's
 /// prefix already states.
-fn without_position(msg: &str, line: usize, column: usize) -> Option<String> {
-    let at = format!(" at line {line} column {column}");
-    msg.contains(&at).then(|| msg.replacen(&at, "", 1))
+fn without_position(msg: &str, line: usize, column: usize) -> String {
+    msg.replacen(&format!(" at line {line} column {column}"), "", 1)
 }
 
 /// The line (1-based) of top-level key `key`, for the errors of our own
@@ -390,9 +386,14 @@ allow_port: false
     fn a_syntax_error_states_its_position_once() {
         let e = parse("issuer: [unclosed\n").unwrap_err().to_string();
         assert!(
-            e.starts_with("/etc/irsa-agent/config.yaml, line 2, column 1: did not find expected"),
+            e.starts_with("/etc/irsa-agent/config.yaml, line 2: did not find expected"),
             "{e}"
         );
+        assert_eq!(e.matches("line 2").count(), 1, "{e}");
+        let e = parse("issuer: https://a.example.com\nissuers: [x]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("/etc/irsa-agent/config.yaml, line 2: unknown field `issuers`"));
         assert_eq!(e.matches("line 2").count(), 1, "{e}");
     }
 

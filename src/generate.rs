@@ -220,27 +220,30 @@ pub fn synopsis(cmd: &clap::Command) -> String {
 }
 
 /// `--root <DIR>`, `-v|--verbose...`, `--output <human|json>`, `--public-key <PATH>...`.
+/// A value without a name of its own (only the field's, as derive gives it)
+/// is spelled by its possible values when it has some.
 fn synopsis_arg(a: &clap::Arg) -> String {
     use clap::ArgAction;
     let value = || {
-        if let Some(names) = a.get_value_names() {
+        let id = a.get_id().as_str().to_uppercase();
+        let names: Vec<String> = a
+            .get_value_names()
+            .map(|n| n.iter().map(|s| s.to_string()).collect())
+            .unwrap_or_else(|| vec![id.clone()]);
+        let possible: Vec<String> = a
+            .get_possible_values()
+            .iter()
+            .filter(|v| !v.is_hide_set())
+            .map(|v| v.get_name().to_string())
+            .collect();
+        if names == [id] && !possible.is_empty() {
+            format!("<{}>", possible.join("|"))
+        } else {
             names
                 .iter()
                 .map(|n| format!("<{n}>"))
                 .collect::<Vec<_>>()
                 .join(" ")
-        } else {
-            let possible: Vec<String> = a
-                .get_possible_values()
-                .iter()
-                .filter(|v| !v.is_hide_set())
-                .map(|v| v.get_name().to_string())
-                .collect();
-            if possible.is_empty() {
-                format!("<{}>", a.get_id().as_str().to_uppercase())
-            } else {
-                format!("<{}>", possible.join("|"))
-            }
         }
     };
     if a.is_positional() {
@@ -389,5 +392,107 @@ mod tests {
         );
         let apply = text(&pages[2].1);
         assert!(apply.contains("--config") && apply.contains("--issuer"));
+    }
+
+    /// The SYNOPSIS section of a rendered page, roff escapes removed.
+    fn synopsis_section(page: &[u8]) -> String {
+        let text = String::from_utf8(page.to_vec())
+            .unwrap()
+            .replace("\\-", "-")
+            .replace("\\fB", "")
+            .replace("\\fR", "")
+            .replace("\\fI", "");
+        let start = text.find(".SH SYNOPSIS").expect("a SYNOPSIS section");
+        let rest = &text[start + ".SH SYNOPSIS".len()..];
+        rest[..rest.find(".SH").unwrap()].to_string()
+    }
+
+    #[test]
+    fn the_man_synopsis_names_every_value() {
+        let pages = man_pages().unwrap();
+        let page = |name: &str| {
+            let (_, p) = pages.iter().find(|(n, _)| n == name).unwrap();
+            synopsis_section(p)
+        };
+        let main = page("irsa-agent.1");
+        for want in [
+            "[--root <DIR>]",
+            "[--distro <NAME>]",
+            "[--output <human|json>]",
+            "[-v|--verbose...]",
+            "<COMMAND>",
+        ] {
+            assert!(main.contains(want), "{want} missing from {main}");
+        }
+        let discovery = page("irsa-agent-discovery.1");
+        for want in [
+            "--issuer <URL>",
+            "--public-key <PATH>...",
+            "<--out <DIR> | --jwks-only>",
+            "[--layout <kube|keys-json>]",
+        ] {
+            assert!(discovery.contains(want), "{want} missing from {discovery}");
+        }
+        let keygen = page("irsa-agent-keygen.1");
+        assert!(
+            keygen.contains("--private-key <PATH>")
+                && keygen.contains("[--type <rsa-2048|rsa-4096|ec-p256>]"),
+            "{keygen}"
+        );
+        // --help keeps clap's own usage line: the override is for the page only.
+        let usage = Cli::command()
+            .find_subcommand_mut("discovery")
+            .unwrap()
+            .render_usage()
+            .to_string();
+        assert!(usage.contains("<--out <DIR>|--jwks-only>"), "{usage}");
+    }
+
+    #[test]
+    fn distro_completes_to_the_profile_names_in_every_shell() {
+        let names = crate::distro::names();
+        assert_eq!(names.len(), 6);
+        for (shell, _) in COMPLETIONS {
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut completion_command(), "irsa-agent", &mut buf);
+            let script = String::from_utf8(buf).unwrap();
+            let offered = match shell {
+                // --distro)\n  COMPREPLY=($(compgen -W "microk8s ..." -- "${cur}"))
+                Shell::Bash => {
+                    let arm = &script[script.find("--distro)").expect("a --distro arm")..];
+                    let line = arm.lines().nth(1).unwrap();
+                    assert!(line.contains("compgen -W"), "{shell}: {line}");
+                    line.to_string()
+                }
+                // '--distro=[...]:NAME:(microk8s ...)'
+                Shell::Zsh => script
+                    .lines()
+                    .find(|l| l.starts_with("'--distro="))
+                    .expect("a --distro spec")
+                    .rsplit_once(":NAME:")
+                    .expect("values after the value name")
+                    .1
+                    .to_string(),
+                // complete ... -l distro ... -r -f -a "microk8s\t'' ..."
+                _ => {
+                    // The value list spans lines: "microk8s\t''\nminikube\t''...".
+                    let at = script.find("-l distro").unwrap();
+                    let line = &script[at..];
+                    let values = line.split_once(" -a \"").expect("-a VALUES").1;
+                    let values = values.split_once('"').unwrap().0;
+                    assert!(
+                        line.lines().next().unwrap().contains(" -f "),
+                        "{shell}: file names offered: {line}"
+                    );
+                    values.to_string()
+                }
+            };
+            for name in &names {
+                assert!(
+                    offered.contains(name.as_str()),
+                    "{shell}: {name} not offered: {offered}"
+                );
+            }
+        }
     }
 }
