@@ -70,8 +70,9 @@ pub fn keygen(global: &GlobalOpts, opts: &KeygenOpts) -> anyhow::Result<Outcome>
         if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
             anyhow::ensure!(
                 dir.is_dir(),
-                "{flag} {}{under}: its directory does not exist",
+                "{flag} {}{under}: directory {} does not exist",
                 given.display(),
+                given.parent().unwrap_or(dir).display()
             );
         }
     }
