@@ -104,6 +104,7 @@ if [ -z "$binary" ]; then
   binary=$here/target/release/irsa-agent
   if [ -f "$here/Cargo.toml" ] && command -v cargo >/dev/null 2>&1; then
     (cd "$here" && cargo build --release --locked --quiet) || die "cargo build --release failed"
+    binary=$(cd "$here" && . ./packaging/target-dir.sh && target_dir)/release/irsa-agent
   fi
   [ -x "$binary" ] || die "no binary at $binary: run 'cargo build --release' (as yourself), then run install.sh again"
 fi

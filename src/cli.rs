@@ -38,8 +38,13 @@ Exit codes:
   4  apply failed and the rollback did not bring the apiserver back: the node
      needs attention (see the message, then `irsa-agent rollback`)";
 
+/// The help heading of the options valid with every command, listed apart
+/// from each command's own.
+pub const GLOBAL_HEADING: &str = "Global options";
+
 /// Options valid before or after any command.
 #[derive(Debug, Args, Clone)]
+#[command(next_help_heading = GLOBAL_HEADING)]
 pub struct GlobalOpts {
     /// Operate on a sysroot: every absolute path is resolved under DIR (no root
     /// privileges needed then). Default: the real root, /.
@@ -48,7 +53,7 @@ pub struct GlobalOpts {
 
     /// Skip detection and treat the node as this distribution: microk8s,
     /// kubeadm, minikube, k3s, rke2 or k0s.
-    #[arg(long, global = true, value_name = "NAME")]
+    #[arg(long, global = true, value_name = "NAME", value_parser = distro_names())]
     pub distro: Option<String>,
 
     /// Output format. With json, stdout carries exactly one JSON object and
@@ -63,6 +68,12 @@ pub struct GlobalOpts {
     /// Only errors on stderr.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+}
+
+/// `--distro`'s values: the names of the embedded profiles (distros/*.toml),
+/// so the completions offer them and a typo is a command-line error (exit 2).
+fn distro_names() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(crate::distro::names())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -229,6 +240,10 @@ impl WaitOpts {
     }
 }
 
+/// verify restarts nothing: its --timeout is only the wait for the apiserver.
+const VERIFY_TIMEOUT_HELP: &str =
+    "Seconds to wait for the apiserver to answer /readyz ok before the token is requested";
+
 /// `NAMESPACE/NAME` of a service account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceAccountRef {
@@ -259,6 +274,7 @@ impl std::fmt::Display for ServiceAccountRef {
 }
 
 #[derive(Debug, Args)]
+#[command(mut_arg("timeout", |a| a.help(VERIFY_TIMEOUT_HELP)))]
 pub struct VerifyOpts {
     /// The issuer the token must carry. Default: the first
     /// --service-account-issuer configured on the node (the one that signs).
@@ -354,7 +370,14 @@ pub enum JwksLayout {
     KeysJson,
 }
 
+/// `--out DIR`, `--jwks-only` or both: the usage line shows that one is needed.
 #[derive(Debug, Args)]
+#[command(group(
+    clap::ArgGroup::new("destination")
+        .args(["out", "jwks_only"])
+        .required(true)
+        .multiple(true)
+))]
 pub struct DiscoveryOpts {
     /// The issuer URL exactly as the apiserver's first --service-account-issuer.
     #[arg(long, value_name = "URL")]
@@ -365,8 +388,8 @@ pub struct DiscoveryOpts {
     #[arg(long = "public-key", value_name = "PATH", required = true)]
     pub public_keys: Vec<PathBuf>,
 
-    /// Directory to write the documents into.
-    #[arg(long, value_name = "DIR", required_unless_present = "jwks_only")]
+    /// Directory to write the documents into (required unless --jwks-only).
+    #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
 
     /// Where the JWKS is served.
@@ -452,6 +475,108 @@ mod tests {
         for bad in ["default", "a/b/c", "/x", "x/", "Default/x"] {
             assert!(bad.parse::<ServiceAccountRef>().is_err(), "{bad}");
         }
+    }
+
+    /// `irsa-agent <args> --help`, as printed.
+    fn help(args: &[&str]) -> String {
+        let mut argv = vec!["irsa-agent"];
+        argv.extend_from_slice(args);
+        argv.push("--help");
+        let e = Cli::try_parse_from(argv).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp);
+        e.render().to_string()
+    }
+
+    #[test]
+    fn global_options_have_their_own_heading_after_the_commands_own() {
+        for cmd in [
+            "detect",
+            "apply",
+            "verify",
+            "rollback",
+            "keygen",
+            "discovery",
+            "aws",
+        ] {
+            let text = help(&[cmd]);
+            let (own, global) = text
+                .split_once("\nOptions:\n")
+                .unwrap()
+                .1
+                .split_once(&format!("\n{GLOBAL_HEADING}:\n"))
+                .unwrap_or_else(|| panic!("{cmd}: no {GLOBAL_HEADING} heading:\n{text}"));
+            // Option lines, not their descriptions (indented further).
+            let flags = |part: &str| -> Vec<String> {
+                part.lines()
+                    .filter(|l| l.starts_with("  -") || l.starts_with("      --"))
+                    .map(|l| l.trim().to_string())
+                    .collect()
+            };
+            let (own, global) = (flags(own), flags(global));
+            for flag in ["--root", "--distro", "--output", "--verbose", "--quiet"] {
+                let has = |lines: &[String]| lines.iter().any(|l| l.contains(flag));
+                assert!(has(&global), "{cmd}: {flag} not under the heading");
+                assert!(!has(&own), "{cmd}: {flag} among the command's own");
+            }
+        }
+        let apply = help(&["apply"]);
+        let own = apply.split_once(GLOBAL_HEADING).unwrap().0;
+        assert!(own.contains("--signing-key") && own.contains("--generate-key"));
+    }
+
+    #[test]
+    fn discovery_usage_says_out_or_jwks_only_is_needed() {
+        let usage = help(&["discovery"]);
+        let usage = usage.lines().find(|l| l.starts_with("Usage:")).unwrap();
+        assert!(usage.contains("<--out <DIR>|--jwks-only>"), "{usage}");
+        let parse = |extra: &[&str]| {
+            let mut argv = vec![
+                "irsa-agent",
+                "discovery",
+                "--issuer",
+                "https://a.example.com",
+                "--public-key",
+                "k.pub",
+            ];
+            argv.extend_from_slice(extra);
+            Cli::try_parse_from(argv)
+        };
+        assert_eq!(
+            parse(&[]).unwrap_err().kind(),
+            clap::error::ErrorKind::MissingRequiredArgument
+        );
+        parse(&["--out", "d"]).unwrap();
+        parse(&["--jwks-only"]).unwrap();
+        parse(&["--out", "d", "--jwks-only"]).unwrap();
+    }
+
+    #[test]
+    fn verify_timeout_speaks_of_waiting_not_of_restarting() {
+        let text = help(&["verify"]);
+        let timeout = text
+            .split_once("--timeout <SECONDS>")
+            .unwrap()
+            .1
+            .split("\n\n")
+            .next()
+            .unwrap();
+        assert!(timeout.contains("/readyz"), "{timeout}");
+        assert!(
+            !timeout.contains("restart") && !timeout.contains("static pod"),
+            "{timeout}"
+        );
+    }
+
+    #[test]
+    fn distro_takes_only_the_profile_names() {
+        for name in crate::distro::names() {
+            let cli = Cli::try_parse_from(["irsa-agent", "--distro", &name, "detect"]).unwrap();
+            assert_eq!(cli.global.distro, Some(name));
+        }
+        let e = Cli::try_parse_from(["irsa-agent", "--distro", "kubedm", "detect"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::InvalidValue);
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("kubeadm"), "{e}");
     }
 
     #[test]

@@ -52,13 +52,20 @@ impl ConfigFile {
             // serde_norway places the errors of our own checks (below) at the
             // start of the mapping; they begin with their key, whose line we find.
             let msg = e.to_string();
-            let line = msg
+            let by_key = msg
                 .split_once(' ')
-                .and_then(|(key, _)| line_of_key(text, key))
-                .or_else(|| e.location().map(|l| l.line()));
-            match line {
-                Some(line) => anyhow::anyhow!("{}, line {line}: {msg}", path.display()),
-                None => anyhow::anyhow!("{}: {msg}", path.display()),
+                .and_then(|(key, _)| line_of_key(text, key));
+            match (by_key, e.location()) {
+                (Some(line), _) => anyhow::anyhow!("{}, line {line}: {msg}", path.display()),
+                // The YAML parser's message holds the position the prefix
+                // gives: state it once.
+                (None, Some(l)) => anyhow::anyhow!(
+                    "{}, line {}: {}",
+                    path.display(),
+                    l.line(),
+                    without_position(&msg, l.line(), l.column())
+                ),
+                (None, None) => anyhow::anyhow!("{}: {msg}", path.display()),
             }
         };
         let value: serde_norway::Value = serde_norway::from_str(text).map_err(located)?;
@@ -168,6 +175,12 @@ pub fn merge(opts: &ApplyOpts, file: &ConfigFile, given: impl Fn(&str) -> bool) 
     out.no_restart |= file.no_restart.unwrap_or(false);
     out.allow_port |= file.allow_port.unwrap_or(false);
     out
+}
+
+/// `msg` without its " at line LINE column COLUMN" (once), which the error's
+/// prefix already states.
+fn without_position(msg: &str, line: usize, column: usize) -> String {
+    msg.replacen(&format!(" at line {line} column {column}"), "", 1)
 }
 
 /// The line (1-based) of top-level key `key`, for the errors of our own
@@ -367,6 +380,21 @@ allow_port: false
             let e = parse(text).unwrap_err().to_string();
             assert!(e.contains(want), "{text:?}: {e}");
         }
+    }
+
+    #[test]
+    fn a_syntax_error_states_its_position_once() {
+        let e = parse("issuer: [unclosed\n").unwrap_err().to_string();
+        assert!(
+            e.starts_with("/etc/irsa-agent/config.yaml, line 2: did not find expected"),
+            "{e}"
+        );
+        assert_eq!(e.matches("line 2").count(), 1, "{e}");
+        let e = parse("issuer: https://a.example.com\nissuers: [x]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("/etc/irsa-agent/config.yaml, line 2: unknown field `issuers`"));
+        assert_eq!(e.matches("line 2").count(), 1, "{e}");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use clap::CommandFactory;
 use clap_complete::Shell;
 use roff::{bold, italic, roman, Roff};
 
-use crate::cli::{Cli, GenerateOpts, EXIT_CODES};
+use crate::cli::{Cli, GenerateOpts, GlobalOpts, EXIT_CODES};
 use crate::output::Outcome;
 
 /// The completion files, by shell: (shell, file name).
@@ -20,7 +20,10 @@ pub const COMPLETIONS: [(Shell, &str); 3] = [
     (Shell::Fish, "irsa-agent.fish"),
 ];
 
-pub fn run(opts: &GenerateOpts) -> Result<Outcome> {
+pub fn run(global: &GlobalOpts, opts: &GenerateOpts) -> Result<Outcome> {
+    let why = "it writes the man pages and completions into DIR on this machine";
+    crate::global_flags::refuse_root(global, "generate", why)?;
+    crate::global_flags::refuse_distro(global, "generate", why)?;
     let mut written = Vec::new();
     let man_dir = opts.out.join("man");
     fs_err::create_dir_all(&man_dir)?;
@@ -94,7 +97,7 @@ pub fn man_pages() -> Result<Vec<(String, Vec<u8>)>> {
         .collect();
     let mut pages = vec![("irsa-agent.1".to_string(), main_page(&cmd, &subs)?)];
     for sub in subs {
-        let man = clap_mangen::Man::new(sub.clone());
+        let man = clap_mangen::Man::new(with_synopsis(sub.clone()));
         let mut page = Vec::new();
         man.render(&mut page)
             .with_context(|| format!("rendering the man page of {}", sub.get_name()))?;
@@ -109,7 +112,7 @@ pub fn man_pages() -> Result<Vec<(String, Vec<u8>)>> {
 /// The main page: clap_mangen's sections, then EXIT STATUS, FILES and SEE
 /// ALSO written here (clap's after_help would be a plain "EXTRA" section).
 fn main_page(cmd: &clap::Command, subs: &[clap::Command]) -> Result<Vec<u8>> {
-    let man = clap_mangen::Man::new(cmd.clone());
+    let man = clap_mangen::Man::new(with_synopsis(cmd.clone()));
     let mut page = Vec::new();
     man.render_title(&mut page)?;
     man.render_name_section(&mut page)?;
@@ -158,6 +161,107 @@ fn main_page(cmd: &clap::Command, subs: &[clap::Command]) -> Result<Vec<u8>> {
     man.render_version_section(&mut page)?;
     page.flush()?;
     Ok(page)
+}
+
+/// `cmd` with its SYNOPSIS spelled out: clap_mangen's own names each option
+/// without its value (`[--root]`); this one says `[--root <DIR>]`, like --help.
+fn with_synopsis(cmd: clap::Command) -> clap::Command {
+    let usage = synopsis(&cmd);
+    cmd.override_usage(usage)
+}
+
+/// One line: the command, its optional options in brackets, the groups one
+/// of whose members is required, the required options, the positionals,
+/// `<COMMAND>` when it has (visible) commands.
+pub fn synopsis(cmd: &clap::Command) -> String {
+    let mut parts = vec![cmd
+        .get_bin_name()
+        .unwrap_or_else(|| cmd.get_name())
+        .to_string()];
+    let required_groups: Vec<Vec<String>> = cmd
+        .get_groups()
+        .filter(|g| g.is_required_set())
+        .map(|g| g.get_args().map(|a| a.as_str().to_string()).collect())
+        .collect();
+    let in_group = |a: &clap::Arg| {
+        required_groups
+            .iter()
+            .flatten()
+            .any(|id| id == a.get_id().as_str())
+    };
+    let args: Vec<&clap::Arg> = cmd.get_arguments().filter(|a| !a.is_hide_set()).collect();
+    for a in args
+        .iter()
+        .filter(|a| !a.is_positional() && !a.is_required_set() && !in_group(a))
+    {
+        parts.push(format!("[{}]", synopsis_arg(a)));
+    }
+    for members in &required_groups {
+        let alternatives: Vec<String> = members
+            .iter()
+            .filter_map(|id| args.iter().find(|a| a.get_id().as_str() == id))
+            .map(|a| synopsis_arg(a))
+            .collect();
+        parts.push(format!("<{}>", alternatives.join(" | ")));
+    }
+    for a in args
+        .iter()
+        .filter(|a| !a.is_positional() && a.is_required_set() && !in_group(a))
+    {
+        parts.push(synopsis_arg(a));
+    }
+    for a in args.iter().filter(|a| a.is_positional()) {
+        parts.push(synopsis_arg(a));
+    }
+    if cmd.get_subcommands().any(|s| !s.is_hide_set()) {
+        parts.push("<COMMAND>".to_string());
+    }
+    parts.join(" ")
+}
+
+/// `--root <DIR>`, `-v|--verbose...`, `--output <human|json>`, `--public-key <PATH>...`.
+/// A value without a name of its own (only the field's, as derive gives it)
+/// is spelled by its possible values when it has some.
+fn synopsis_arg(a: &clap::Arg) -> String {
+    use clap::ArgAction;
+    let value = || {
+        let id = a.get_id().as_str().to_uppercase();
+        let names: Vec<String> = a
+            .get_value_names()
+            .map(|n| n.iter().map(|s| s.to_string()).collect())
+            .unwrap_or_else(|| vec![id.clone()]);
+        let possible: Vec<String> = a
+            .get_possible_values()
+            .iter()
+            .filter(|v| !v.is_hide_set())
+            .map(|v| v.get_name().to_string())
+            .collect();
+        if names == [id] && !possible.is_empty() {
+            format!("<{}>", possible.join("|"))
+        } else {
+            names
+                .iter()
+                .map(|n| format!("<{n}>"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        }
+    };
+    if a.is_positional() {
+        return value();
+    }
+    let mut s = match (a.get_short(), a.get_long()) {
+        (Some(short), Some(long)) => format!("-{short}|--{long}"),
+        (Some(short), None) => format!("-{short}"),
+        (None, Some(long)) => format!("--{long}"),
+        (None, None) => String::new(),
+    };
+    match a.get_action() {
+        ArgAction::Set => s = format!("{s} {}", value()),
+        ArgAction::Append => s = format!("{s} {}...", value()),
+        ArgAction::Count => s.push_str("..."),
+        _ => {}
+    }
+    s
 }
 
 fn see_also(r: &mut Roff, pages: &[String]) {
@@ -288,5 +392,107 @@ mod tests {
         );
         let apply = text(&pages[2].1);
         assert!(apply.contains("--config") && apply.contains("--issuer"));
+    }
+
+    /// The SYNOPSIS section of a rendered page, roff escapes removed.
+    fn synopsis_section(page: &[u8]) -> String {
+        let text = String::from_utf8(page.to_vec())
+            .unwrap()
+            .replace("\\-", "-")
+            .replace("\\fB", "")
+            .replace("\\fR", "")
+            .replace("\\fI", "");
+        let start = text.find(".SH SYNOPSIS").expect("a SYNOPSIS section");
+        let rest = &text[start + ".SH SYNOPSIS".len()..];
+        rest[..rest.find(".SH").unwrap()].to_string()
+    }
+
+    #[test]
+    fn the_man_synopsis_names_every_value() {
+        let pages = man_pages().unwrap();
+        let page = |name: &str| {
+            let (_, p) = pages.iter().find(|(n, _)| n == name).unwrap();
+            synopsis_section(p)
+        };
+        let main = page("irsa-agent.1");
+        for want in [
+            "[--root <DIR>]",
+            "[--distro <NAME>]",
+            "[--output <human|json>]",
+            "[-v|--verbose...]",
+            "<COMMAND>",
+        ] {
+            assert!(main.contains(want), "{want} missing from {main}");
+        }
+        let discovery = page("irsa-agent-discovery.1");
+        for want in [
+            "--issuer <URL>",
+            "--public-key <PATH>...",
+            "<--out <DIR> | --jwks-only>",
+            "[--layout <kube|keys-json>]",
+        ] {
+            assert!(discovery.contains(want), "{want} missing from {discovery}");
+        }
+        let keygen = page("irsa-agent-keygen.1");
+        assert!(
+            keygen.contains("--private-key <PATH>")
+                && keygen.contains("[--type <rsa-2048|rsa-4096|ec-p256>]"),
+            "{keygen}"
+        );
+        // --help keeps clap's own usage line: the override is for the page only.
+        let usage = Cli::command()
+            .find_subcommand_mut("discovery")
+            .unwrap()
+            .render_usage()
+            .to_string();
+        assert!(usage.contains("<--out <DIR>|--jwks-only>"), "{usage}");
+    }
+
+    #[test]
+    fn distro_completes_to_the_profile_names_in_every_shell() {
+        let names = crate::distro::names();
+        assert_eq!(names.len(), 6);
+        for (shell, _) in COMPLETIONS {
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut completion_command(), "irsa-agent", &mut buf);
+            let script = String::from_utf8(buf).unwrap();
+            let offered = match shell {
+                // --distro)\n  COMPREPLY=($(compgen -W "microk8s ..." -- "${cur}"))
+                Shell::Bash => {
+                    let arm = &script[script.find("--distro)").expect("a --distro arm")..];
+                    let line = arm.lines().nth(1).unwrap();
+                    assert!(line.contains("compgen -W"), "{shell}: {line}");
+                    line.to_string()
+                }
+                // '--distro=[...]:NAME:(microk8s ...)'
+                Shell::Zsh => script
+                    .lines()
+                    .find(|l| l.starts_with("'--distro="))
+                    .expect("a --distro spec")
+                    .rsplit_once(":NAME:")
+                    .expect("values after the value name")
+                    .1
+                    .to_string(),
+                // complete ... -l distro ... -r -f -a "microk8s\t'' ..."
+                _ => {
+                    // The value list spans lines: "microk8s\t''\nminikube\t''...".
+                    let at = script.find("-l distro").unwrap();
+                    let line = &script[at..];
+                    let values = line.split_once(" -a \"").expect("-a VALUES").1;
+                    let values = values.split_once('"').unwrap().0;
+                    assert!(
+                        line.lines().next().unwrap().contains(" -f "),
+                        "{shell}: file names offered: {line}"
+                    );
+                    values.to_string()
+                }
+            };
+            for name in &names {
+                assert!(
+                    offered.contains(name.as_str()),
+                    "{shell}: {name} not offered: {offered}"
+                );
+            }
+        }
     }
 }

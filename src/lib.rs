@@ -13,6 +13,7 @@ pub mod failpoint;
 pub mod flags;
 pub mod formats;
 pub mod generate;
+pub mod global_flags;
 pub mod issuer;
 pub mod keycheck;
 pub mod keys;

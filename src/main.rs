@@ -8,8 +8,14 @@ use irsa_agent::{apply, config, detect, generate, keys, rollback, verify};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let matches = Cli::command().get_matches();
-    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let matches = match Cli::command().try_get_matches() {
+        Ok(m) => m,
+        Err(e) => return usage_error(e),
+    };
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     init_logging(&cli);
     let mode = cli.global.output;
     let result = match &cli.command {
@@ -21,10 +27,10 @@ fn main() -> ExitCode {
         }
         Command::Verify(o) => verify::run(&cli.global, o),
         Command::Rollback(o) => rollback::run(&cli.global, o),
-        Command::Keygen(o) => keys::commands::keygen(o),
-        Command::Discovery(o) => keys::commands::discovery(o),
-        Command::Aws(o) => keys::commands::aws(o),
-        Command::Generate(o) => generate::run(o),
+        Command::Keygen(o) => keys::commands::keygen(&cli.global, o),
+        Command::Discovery(o) => keys::commands::discovery(&cli.global, o),
+        Command::Aws(o) => keys::commands::aws(&cli.global, o),
+        Command::Generate(o) => generate::run(&cli.global, o),
     };
     match result {
         Ok(outcome) => {
@@ -37,6 +43,54 @@ fn main() -> ExitCode {
             ExitCode::from(exit as u8)
         }
     }
+}
+
+/// A command-line mistake (clap's error, exit 2). With `--output json` it is
+/// reported as the JSON object every other error is, on stdout; `--help` and
+/// `--version` print as usual.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion)
+        || !json_requested(std::env::args_os().skip(1))
+    {
+        e.exit();
+    }
+    let message = if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        "no command given (irsa-agent --help lists them)".to_string()
+    } else {
+        // The lines before the usage: the mistake and any hint (the
+        // possible values), without clap's "error: " prefix.
+        let rendered = e.render().to_string();
+        let text: Vec<&str> = rendered
+            .lines()
+            .take_while(|l| !l.trim().is_empty())
+            .map(str::trim)
+            .collect();
+        let text = text.join(" ");
+        text.strip_prefix("error: ").unwrap_or(&text).to_string()
+    };
+    let mut obj = serde_json::Map::new();
+    obj.insert("error".into(), message.clone().into());
+    obj.insert("error_chain".into(), vec![message].into());
+    println!("{}", serde_json::Value::Object(obj));
+    ExitCode::from(Exit::Usage as u8)
+}
+
+/// Did the command line ask for `--output json` (the last `--output` wins,
+/// as in clap), even though it did not parse?
+fn json_requested(args: impl Iterator<Item = std::ffi::OsString>) -> bool {
+    let mut json = false;
+    let mut args = args.map(|a| a.to_string_lossy().into_owned());
+    while let Some(a) = args.next() {
+        if a == "--" {
+            break;
+        } else if a == "--output" {
+            json = args.next().as_deref() == Some("json");
+        } else if let Some(v) = a.strip_prefix("--output=") {
+            json = v == "json";
+        }
+    }
+    json
 }
 
 fn init_logging(cli: &Cli) {

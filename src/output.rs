@@ -125,12 +125,18 @@ pub fn wrap(label: &str, indent: usize, text: &str, width: usize) -> Vec<String>
     out
 }
 
-/// The one-line cause followed by the chain, as printed on failure; secrets
+/// The one-line cause followed by the chain, as printed on failure. Each
+/// cause once: a link whose text an earlier one already holds (libraries
+/// often repeat their source in their own message) is left out; secrets
 /// recognisable by their content are masked (a cause may quote a file).
 pub fn error_chain(err: &anyhow::Error) -> Vec<String> {
-    err.chain()
-        .map(|c| crate::redact::free_text(&c.to_string()))
-        .collect()
+    let mut out: Vec<String> = Vec::new();
+    for text in err.chain().map(|c| crate::redact::free_text(&c.to_string())) {
+        if !text.is_empty() && !out.iter().any(|kept| kept.contains(&text)) {
+            out.push(text);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -155,5 +161,33 @@ mod tests {
         o.line("t eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJ4In0.c2ln");
         o.line("-----BEGIN PRIVATE KEY-----");
         assert_eq!(o.human, "t <redacted>\n<redacted private key>\n");
+    }
+
+    #[test]
+    fn each_cause_appears_once() {
+        // The shape of rustls' error as kube-rs wraps it: each link repeats
+        // the ones below it.
+        let inner = anyhow::anyhow!("invalid peer certificate: UnsupportedCertVersion");
+        let err = inner
+            .context("invalid private key: invalid peer certificate: UnsupportedCertVersion")
+            .context(
+                "rustls tls error: invalid private key: invalid peer certificate: UnsupportedCertVersion",
+            )
+            .context("building an apiserver client from /etc/kubernetes/admin.conf");
+        assert_eq!(
+            error_chain(&err),
+            [
+                "building an apiserver client from /etc/kubernetes/admin.conf",
+                "rustls tls error: invalid private key: invalid peer certificate: UnsupportedCertVersion",
+            ]
+        );
+        // Distinct causes all stay, in order.
+        let err = anyhow::anyhow!("permission denied")
+            .context("writing /etc/a")
+            .context("apply failed");
+        assert_eq!(
+            error_chain(&err),
+            ["apply failed", "writing /etc/a", "permission denied"]
+        );
     }
 }

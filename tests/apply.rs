@@ -579,11 +579,7 @@ fn broken_config_and_bad_roots_are_refused() {
             "kubeadm: /etc/kubernetes/manifests/kube-apiserver.yaml",
         ],
     );
-    assert_refused(
-        empty.path(),
-        &["detect", "--distro", "openshift"],
-        &["--distro \"openshift\"", "k3s"],
-    );
+    // An unknown --distro is a command-line error, exit 2: tests/cli.rs.
     let gone = empty.path().join("missing");
     let out = Command::cargo_bin("irsa-agent")
         .unwrap()

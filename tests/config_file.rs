@@ -121,12 +121,18 @@ fn bad_files_fail_naming_the_line_and_change_nothing() {
             "config.yaml, line 3: timeout 0 is not in 1..=3600",
         ),
         ("audiences: [a]\n", "no issuer: pass --issuer URL"),
+        // A syntax error: its position once, not "line 2: ... at line 2 column 1".
+        (
+            "issuer: [unclosed\n",
+            "config.yaml, line 2: did not find expected ',' or ']', while parsing",
+        ),
     ] {
         let config = write_config(etc.path(), text);
         let (v, code) = json_run(root.path(), &["apply", "--config", &config]);
         assert_eq!(code, 1, "{v}");
         let e = v["error"].as_str().unwrap();
         assert!(e.contains(want), "{text:?}: {e}");
+        assert!(!e.contains(" at line 2 column 1"), "position twice: {e}");
         assert_eq!(v["changed"], false);
     }
     let missing = etc.path().join("absent.yaml");

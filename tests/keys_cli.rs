@@ -556,3 +556,176 @@ fn bad_inputs_fail_with_one_clear_line_and_write_nothing() {
         }
     }
 }
+
+// ---- the global flags: --root honoured, --distro refused -------------------
+
+/// A node tree with the kubeadm fixture's service-account key pair.
+fn node_with_keys() -> tempfile::TempDir {
+    let root = tempfile::tempdir().unwrap();
+    let pki = root.path().join("etc/kubernetes/pki");
+    fs::create_dir_all(&pki).unwrap();
+    fs::copy(fixture("rsa-pub.pem"), pki.join("sa.pub")).unwrap();
+    fs::create_dir_all(root.path().join("srv")).unwrap();
+    root
+}
+
+#[test]
+fn keygen_writes_absolute_paths_under_root_never_on_the_host() {
+    let root = node_with_keys();
+    let name = format!("irsa-agent-test-{}", std::process::id());
+    let (priv_, pub_) = (
+        format!("/etc/kubernetes/pki/{name}.key"),
+        format!("/etc/kubernetes/pki/{name}.pub"),
+    );
+    let out = bin()
+        .arg("--root")
+        .arg(root.path())
+        .args(["--output", "json", "keygen", "--type", "ec-p256"])
+        .args(["--private-key", &priv_, "--public-key", &pub_])
+        .output()
+        .unwrap();
+    let v = json_out(&out);
+    let under = |p: &str| root.path().join(p.trim_start_matches('/'));
+    assert_eq!(mode(&under(&priv_)), 0o600);
+    assert_eq!(mode(&under(&pub_)), 0o644);
+    assert!(!Path::new(&priv_).exists() && !Path::new(&pub_).exists());
+    assert_eq!(v["private_key"], priv_.as_str());
+    assert_eq!(v["root"], root.path().to_str().unwrap());
+    assert_eq!(v["kid"], openssl_kid(&under(&pub_)));
+
+    // A directory missing under the root is named as under the root, even
+    // when the host has it.
+    let out = bin()
+        .arg("--root")
+        .arg(root.path())
+        .args([
+            "keygen",
+            "--private-key",
+            "/etc/x.key",
+            "--public-key",
+            "/tmp/y.pub",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.trim_end(),
+        format!(
+            "error: --public-key /tmp/y.pub (under --root {}): directory /tmp does not exist",
+            root.path().display()
+        )
+    );
+    assert!(!root.path().join("etc/x.key").exists());
+}
+
+#[test]
+fn discovery_and_aws_read_and_write_under_root() {
+    let root = node_with_keys();
+    let out = bin()
+        .arg("--root")
+        .arg(root.path())
+        .args(["--output", "json", "discovery"])
+        .args(["--issuer", "https://oidc.example.com/cluster-a"])
+        .args([
+            "--public-key",
+            "/etc/kubernetes/pki/sa.pub",
+            "--out",
+            "/srv/oidc",
+        ])
+        .output()
+        .unwrap();
+    let v = json_out(&out);
+    assert_eq!(v["keys"][0]["source"], "/etc/kubernetes/pki/sa.pub");
+    let written = root
+        .path()
+        .join("srv/oidc/.well-known/openid-configuration");
+    assert!(written.is_file(), "{v}");
+    assert!(!Path::new("/srv/oidc/.well-known/openid-configuration").exists());
+
+    fs::copy(fixture("ca.pem"), root.path().join("srv/ca.pem")).unwrap();
+    let out = bin()
+        .arg("--root")
+        .arg(root.path())
+        .args(["--output", "json", "aws"])
+        .args(["--issuer", "https://oidc.example.com/cluster-a"])
+        .args(["--ca-file", "/srv/ca.pem", "--out", "/srv/aws"])
+        .output()
+        .unwrap();
+    let v = json_out(&out);
+    let provider = root.path().join("srv/aws/oidc-provider.json");
+    assert_eq!(v["files"][0]["path"], provider.to_str().unwrap());
+    assert_ne!(
+        read_json(&provider)["ThumbprintList"][0],
+        "0000000000000000000000000000000000000000",
+        "the thumbprint comes from the root's CA file, not the placeholder"
+    );
+
+    // A key that exists only on the host is not found under the root.
+    let host_key = fixture("rsa-pub.pem");
+    let out = bin()
+        .arg("--root")
+        .arg(root.path())
+        .args(["discovery", "--jwks-only"])
+        .args(["--issuer", "https://oidc.example.com/cluster-a"])
+        .arg("--public-key")
+        .arg(&host_key)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).starts_with(&format!(
+            "error: --public-key {} (under --root {}): cannot read",
+            host_key.display(),
+            root.path().display()
+        )),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn keygen_discovery_and_aws_refuse_distro_with_exit_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = tmp.path().join("a.key");
+    let pubk = tmp.path().join("a.pub");
+    let out_dir = tmp.path().join("out");
+    let (k, p, o) = (
+        key.to_str().unwrap(),
+        pubk.to_str().unwrap(),
+        out_dir.to_str().unwrap(),
+    );
+    let issuer = "https://oidc.example.com/cluster-a";
+    let sa = fixture("rsa-pub.pem");
+    for (cmd, args) in [
+        ("keygen", vec!["--private-key", k, "--public-key", p]),
+        (
+            "discovery",
+            vec![
+                "--issuer",
+                issuer,
+                "--public-key",
+                sa.to_str().unwrap(),
+                "--out",
+                o,
+            ],
+        ),
+        ("aws", vec!["--issuer", issuer, "--out", o]),
+    ] {
+        let out = bin()
+            .args(["--distro", "kubeadm", cmd])
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{cmd}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.starts_with(&format!(
+                "error: {cmd} does not take --distro (given: kubeadm)"
+            )),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(files_under(tmp.path()).is_empty(), "{cmd} wrote something");
+    }
+}

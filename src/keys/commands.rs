@@ -2,6 +2,9 @@
 //! every document in memory, write every file in full next to its place
 //! (a temporary file: a full disk fails here), then rename them into place.
 //! An error leaves no file behind.
+//!
+//! With `--root`, every absolute path of their flags is a path on that node
+//! (see [`crate::global_flags`]); `--distro` means nothing to them and is refused.
 
 use std::path::{Path, PathBuf};
 
@@ -13,7 +16,8 @@ use super::discovery::published_files;
 use super::jwk::{jwks, to_pretty_json};
 use super::thumbprint::{self, Thumbprint};
 use super::{read_key_file, PrivateKey, PublicKey};
-use crate::cli::{AwsOpts, DiscoveryOpts, JwksLayout, KeyType, KeygenOpts};
+use crate::cli::{AwsOpts, DiscoveryOpts, GlobalOpts, JwksLayout, KeyType, KeygenOpts};
+use crate::global_flags::{refuse_distro, FlagPaths};
 use crate::issuer::Issuer;
 use crate::output::Outcome;
 use crate::system::fs::{default_owner, stage, Perms, Staged};
@@ -38,26 +42,37 @@ fn display(p: &Path) -> String {
     p.display().to_string()
 }
 
-pub fn keygen(opts: &KeygenOpts) -> anyhow::Result<Outcome> {
-    let (priv_path, pub_path) = (&opts.private_key, &opts.public_key);
+pub fn keygen(global: &GlobalOpts, opts: &KeygenOpts) -> anyhow::Result<Outcome> {
+    refuse_distro(
+        global,
+        "keygen",
+        "it writes only the files --private-key and --public-key name",
+    )?;
+    let paths = FlagPaths::new(global)?;
+    let under = paths.suffix();
+    let priv_path = &paths.write("--private-key", &opts.private_key)?;
+    let pub_path = &paths.write("--public-key", &opts.public_key)?;
     anyhow::ensure!(
         priv_path != pub_path,
-        "--private-key and --public-key are the same file {}",
-        priv_path.display()
+        "--private-key and --public-key are the same file {}{under}",
+        opts.private_key.display()
     );
-    for (flag, p) in [("--private-key", priv_path), ("--public-key", pub_path)] {
+    for (flag, p, given) in [
+        ("--private-key", priv_path, &opts.private_key),
+        ("--public-key", pub_path, &opts.public_key),
+    ] {
         if !opts.force && p.symlink_metadata().is_ok() {
             anyhow::bail!(
-                "{flag} {}: already exists (pass --force to overwrite)",
-                p.display()
+                "{flag} {}{under}: already exists (pass --force to overwrite)",
+                given.display()
             );
         }
         if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
             anyhow::ensure!(
                 dir.is_dir(),
-                "{flag} {}: directory {} does not exist",
-                p.display(),
-                dir.display()
+                "{flag} {}{under}: directory {} does not exist",
+                given.display(),
+                given.parent().unwrap_or(dir).display()
             );
         }
     }
@@ -68,14 +83,19 @@ pub fn keygen(opts: &KeygenOpts) -> anyhow::Result<Outcome> {
     // the old public one). The private key's file is 0600 from its creation.
     let (uid, gid) = default_owner();
     let perms = |mode| Perms { mode, uid, gid };
-    let private_ctx = || format!("--private-key {}", priv_path.display());
-    let public_ctx = || format!("--public-key {}", pub_path.display());
+    let private_ctx = || format!("--private-key {}{under}", opts.private_key.display());
+    let public_ctx = || format!("--public-key {}{under}", opts.public_key.display());
     let pem = key.to_pkcs8_pem();
-    let staged_private = stage(priv_path, &display(priv_path), pem.as_bytes(), perms(0o600))
-        .with_context(private_ctx)?;
+    let staged_private = stage(
+        priv_path,
+        &display(&opts.private_key),
+        pem.as_bytes(),
+        perms(0o600),
+    )
+    .with_context(private_ctx)?;
     let staged_public = stage(
         pub_path,
-        &display(pub_path),
+        &display(&opts.public_key),
         public.to_pem().as_bytes(),
         perms(0o644),
     )
@@ -94,13 +114,14 @@ pub fn keygen(opts: &KeygenOpts) -> anyhow::Result<Outcome> {
     out.set("kid", public.kid())
         .set("alg", public.alg())
         .set("type", key_type_name(opts.key_type))
-        .set("private_key", display(priv_path))
-        .set("public_key", display(pub_path))
+        .set("private_key", display(&opts.private_key))
+        .set("public_key", display(&opts.public_key))
+        .set("root", paths.root_json())
         .set("warnings", Vec::<String>::new());
     out.line(format!("kid: {}", public.kid())).line(format!(
-        "wrote {} (private, PKCS#8, mode 0600) and {} (public, PKIX, mode 0644), {} {}",
-        priv_path.display(),
-        pub_path.display(),
+        "wrote {} (private, PKCS#8, mode 0600) and {} (public, PKIX, mode 0644){under}, {} {}",
+        opts.private_key.display(),
+        opts.public_key.display(),
         key_type_name(opts.key_type),
         public.alg()
     ));
@@ -111,13 +132,22 @@ pub fn keygen(opts: &KeygenOpts) -> anyhow::Result<Outcome> {
 pub type SourcedKeys = Vec<(PublicKey, PathBuf)>;
 
 /// The keys of every `--public-key` file, in order, duplicates across files
-/// dropped (with a note), plus notes for the blocks the apiserver skips.
-pub fn load_public_keys(paths: &[PathBuf]) -> anyhow::Result<(SourcedKeys, Vec<String>)> {
+/// dropped (with a note), plus notes for the blocks the apiserver skips. Each
+/// file is opened where `where_` puts it and named as given.
+pub fn load_public_keys(
+    paths: &[PathBuf],
+    where_: &FlagPaths,
+) -> anyhow::Result<(SourcedKeys, Vec<String>)> {
     let mut keys: Vec<(PublicKey, PathBuf)> = Vec::new();
     let mut notes = Vec::new();
     for path in paths {
-        let data = std::fs::read(path)
-            .map_err(|e| anyhow::anyhow!("--public-key {}: cannot read: {e}", path.display()))?;
+        let data = std::fs::read(where_.read("--public-key", path)?).map_err(|e| {
+            anyhow::anyhow!(
+                "--public-key {}{}: cannot read: {e}",
+                path.display(),
+                where_.suffix()
+            )
+        })?;
         let file = read_key_file(&data, path)?;
         notes.extend(file.skipped);
         for key in file.keys {
@@ -136,35 +166,41 @@ pub fn load_public_keys(paths: &[PathBuf]) -> anyhow::Result<(SourcedKeys, Vec<S
     Ok((keys, notes))
 }
 
-pub fn discovery(opts: &DiscoveryOpts) -> anyhow::Result<Outcome> {
+pub fn discovery(global: &GlobalOpts, opts: &DiscoveryOpts) -> anyhow::Result<Outcome> {
+    refuse_distro(
+        global,
+        "discovery",
+        "it reads only the key files --public-key names",
+    )?;
+    let paths = FlagPaths::new(global)?;
+    let under = paths.suffix();
     let issuer = Issuer::from_flag(&opts.issuer, opts.allow_port)?;
-    let (loaded, notes) = load_public_keys(&opts.public_keys)?;
+    let (loaded, notes) = load_public_keys(&opts.public_keys, &paths)?;
     let keys: Vec<PublicKey> = loaded.iter().map(|(k, _)| k.clone()).collect();
     let mut warnings = issuer.warnings.clone();
     warnings.extend(notes);
     let files = published_files(&issuer, opts.layout, &keys);
 
-    if let Some(dir) = &opts.out {
+    if let Some(given) = &opts.out {
+        let dir = &paths.write("--out", given)?;
+        let out_ctx = || format!("--out {}{under}", given.display());
         anyhow::ensure!(
             !dir.exists() || dir.is_dir(),
-            "--out {}: not a directory",
-            dir.display()
+            "--out {}{under}: not a directory",
+            given.display()
         );
         let mut staged = Vec::new();
         for f in &files {
             let path = dir.join(f.rel_path);
-            ensure_dir(path.parent().expect("joined path has a parent"))
-                .with_context(|| format!("--out {}", dir.display()))?;
-            staged.push(
-                stage_public(&path, f.contents.as_bytes())
-                    .with_context(|| format!("--out {}", dir.display()))?,
-            );
+            ensure_dir(path.parent().expect("joined path has a parent")).with_context(out_ctx)?;
+            staged.push(stage_public(&path, f.contents.as_bytes()).with_context(out_ctx)?);
         }
-        commit_all(staged).with_context(|| format!("--out {}", dir.display()))?;
+        commit_all(staged).with_context(out_ctx)?;
     }
 
     let mut out = Outcome::new();
     out.set("issuer", issuer.as_str())
+        .set("root", paths.root_json())
         .set(
             "layout",
             match opts.layout {
@@ -196,7 +232,9 @@ pub fn discovery(opts: &DiscoveryOpts) -> anyhow::Result<Outcome> {
                 .map(|f| json!({"path": display(&dir.join(f.rel_path)), "url": f.url, "content_type": f.content_type}))
                 .collect::<Vec<Value>>(),
         );
-        out.line("publish these files over HTTPS, publicly readable, at exactly these URLs:");
+        out.line(format!(
+            "publish these files{under} over HTTPS, publicly readable, at exactly these URLs:"
+        ));
         for f in &files {
             out.line(format!(
                 "  {} -> {} (Content-Type: {})",
@@ -215,7 +253,15 @@ pub fn discovery(opts: &DiscoveryOpts) -> anyhow::Result<Outcome> {
     Ok(out)
 }
 
-pub fn aws(opts: &AwsOpts) -> anyhow::Result<Outcome> {
+pub fn aws(global: &GlobalOpts, opts: &AwsOpts) -> anyhow::Result<Outcome> {
+    refuse_distro(
+        global,
+        "aws",
+        "it reads only the issuer and --ca-file and writes only into --out",
+    )?;
+    let paths = FlagPaths::new(global)?;
+    let under = paths.suffix();
+    let out_dir = &paths.write("--out", &opts.out)?;
     let issuer = Issuer::from_flag(&opts.issuer, opts.allow_port)?;
     let audiences = aws::normalize_audiences(&opts.audiences)?;
     let subject = match (&opts.namespace, &opts.service_account) {
@@ -241,16 +287,16 @@ pub fn aws(opts: &AwsOpts) -> anyhow::Result<Outcome> {
         );
     }
     anyhow::ensure!(
-        !opts.out.exists() || opts.out.is_dir(),
-        "--out {}: not a directory",
+        !out_dir.exists() || out_dir.is_dir(),
+        "--out {}{under}: not a directory",
         opts.out.display()
     );
 
     let mut warnings = issuer.warnings.clone();
     let mut notes = Vec::new();
     let thumb: Thumbprint = if let Some(ca) = &opts.ca_file {
-        let data = std::fs::read(ca)
-            .map_err(|e| anyhow::anyhow!("--ca-file {}: cannot read: {e}", ca.display()))?;
+        let data = std::fs::read(paths.read("--ca-file", ca)?)
+            .map_err(|e| anyhow::anyhow!("--ca-file {}{under}: cannot read: {e}", ca.display()))?;
         thumbprint::from_ca_file(&data, ca)?
     } else if opts.fetch_thumbprint {
         thumbprint::fetch(&issuer, opts.insecure_skip_tls_verify)?
@@ -282,10 +328,12 @@ pub fn aws(opts: &AwsOpts) -> anyhow::Result<Outcome> {
     }
 
     // Everything is validated: write.
-    let provider_path = opts.out.join("oidc-provider.json");
-    let policy_path = opts.out.join("trust-policy.json");
-    let out_ctx = || format!("--out {}", opts.out.display());
-    ensure_dir(&opts.out).with_context(out_ctx)?;
+    // The files' real places (under the root with --root): the printed
+    // `aws iam` commands read them from there.
+    let provider_path = out_dir.join("oidc-provider.json");
+    let policy_path = out_dir.join("trust-policy.json");
+    let out_ctx = || format!("--out {}{under}", opts.out.display());
+    ensure_dir(out_dir).with_context(out_ctx)?;
     let mut staged = vec![
         stage_public(&provider_path, to_pretty_json(&provider).as_bytes()).with_context(out_ctx)?,
     ];
@@ -330,6 +378,7 @@ pub fn aws(opts: &AwsOpts) -> anyhow::Result<Outcome> {
         files.push(json!({"path": display(&policy_path), "kind": "trust-policy"}));
     }
     out.set("issuer", issuer.as_str())
+        .set("root", paths.root_json())
         .set("files", files)
         .set("provider_arn", aws::provider_arn(&issuer))
         .set("account_id_placeholder", aws::ACCOUNT_ID)

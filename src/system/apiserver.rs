@@ -44,6 +44,7 @@ impl ApiServer {
         })?;
         let mut kc =
             Kubeconfig::from_yaml(&text).with_context(|| format!("reading {kubeconfig}"))?;
+        super::kubeconfig::check(root, kubeconfig, &kc)?;
         let dir = kubeconfig.rsplit_once('/').map(|(d, _)| d).unwrap_or("/");
         let resolve = |p: &mut Option<String>| -> Result<()> {
             if let Some(v) = p.as_mut() {

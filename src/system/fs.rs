@@ -38,7 +38,12 @@ impl Sysroot {
     /// `root` must be an existing directory.
     pub fn new(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
-        let meta = fs_err::metadata(&root).with_context(|| format!("--root {}", root.display()))?;
+        let meta = match std::fs::metadata(&root) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                bail!("--root {}: no such directory", root.display())
+            }
+            r => r.with_context(|| format!("--root {}", root.display()))?,
+        };
         if !meta.is_dir() {
             bail!("--root {} is not a directory", root.display());
         }

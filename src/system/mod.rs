@@ -5,6 +5,7 @@ pub mod apiserver;
 pub mod backup;
 pub mod fs;
 pub mod https;
+pub mod kubeconfig;
 pub mod lock;
 pub mod process;
 pub mod systemd;

@@ -5,7 +5,11 @@ DESTDIR, the man pages rendered with groff, the bash completion loaded by bash.
 The packages come from packaging/build-packages.sh, which tests/run runs
 before pytest and names in $IRSA_AGENT_PACKAGES. Without them (cargo-deb or
 cargo-generate-rpm missing) those tests skip on a developer's machine and
-fail in CI ($CI set).
+fail in CI ($CI set); so do the tests whose tool (rpm, dpkg-deb, groff, zsh,
+fish) is not installed.
+
+The binary defaults to the debug build in cargo's target directory
+(packaging/target-dir.sh: $CARGO_TARGET_DIR may move it from ./target).
 """
 
 import os
@@ -19,7 +23,21 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-BIN = Path(os.environ.get("IRSA_AGENT_BIN", REPO / "target" / "debug" / "irsa-agent"))
+
+
+def target_dir():
+    """Cargo's target directory, as packaging/target-dir.sh finds it."""
+    r = subprocess.run(
+        ["sh", "-c", ". packaging/target-dir.sh && target_dir"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return Path(r.stdout.strip())
+
+
+BIN = Path(os.environ.get("IRSA_AGENT_BIN") or target_dir() / "debug" / "irsa-agent")
 PACKAGES = Path(os.environ.get("IRSA_AGENT_PACKAGES", REPO / "target" / "packages"))
 VERSION = re.search(r'^version = "([^"]+)"', (REPO / "Cargo.toml").read_text(), re.M).group(1)
 # Files cargo-deb adds by itself (Debian policy), not in packaging/files.txt.
@@ -59,6 +77,17 @@ def one(pattern):
         pytest.skip(msg)
     assert len(found) == 1, found
     return found[0]
+
+
+def need(*tools):
+    """Skip when a tool is missing on a developer's machine; fail in CI ($CI
+    set), where .ci/run installs every one of them."""
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        msg = f"{', '.join(missing)} not installed (.ci/run installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
 
 
 def run(*argv, **kw):
@@ -101,6 +130,7 @@ def perm_bits(s):
 
 def test_the_deb_installs_every_file_runs_and_purges_cleanly(tmp_path):
     deb = one("irsa-agent_*.deb")
+    need("dpkg", "dpkg-query")
     if os.geteuid() != 0:
         pytest.skip("dpkg -i needs root (CI runs as root)")
     if run("dpkg-query", "-W", "-f=${Status}", "irsa-agent").stdout.startswith("install ok installed"):
@@ -156,6 +186,7 @@ def test_the_deb_installs_every_file_runs_and_purges_cleanly(tmp_path):
 
 def test_the_rpm_holds_the_file_list_with_modes_and_a_noreplace_config():
     rpm = one("irsa-agent-*.rpm")
+    need("rpm")
     expected = file_list("/usr/share/zsh/site-functions")
     r = run("rpm", "-qlp", rpm, check=True)
     assert sorted(r.stdout.split()) == sorted(expected)
@@ -182,6 +213,7 @@ def install_sh(*args, destdir, prefix="/usr"):
 
 def test_install_sh_stages_the_debs_file_set_idempotently_and_uninstalls(tmp_path):
     deb = one("irsa-agent_*.deb")
+    need("dpkg-deb")
     stage = tmp_path / "stage"
     install_sh(destdir=stage)
     installed = files_under(stage)
@@ -200,6 +232,7 @@ def test_install_sh_stages_the_debs_file_set_idempotently_and_uninstalls(tmp_pat
 def test_the_release_tarball_installs_the_same_file_set_without_a_toolchain(tmp_path):
     tarball = one(f"irsa-agent-{VERSION}-*-linux.tar.gz")
     deb = one("irsa-agent_*.deb")
+    need("dpkg-deb")
     run("tar", "-xzf", tarball, "-C", tmp_path, check=True)
     unpacked = tmp_path / f"irsa-agent-{VERSION}"
     assert not (unpacked / "Cargo.toml").exists(), "the tarball is a release, not a checkout"
@@ -261,6 +294,7 @@ def assets(tmp_path_factory):
 
 
 def test_every_man_page_renders_without_warnings(assets):
+    need("groff", "man")
     pages = sorted((assets / "man").glob("*.1"))
     assert len(pages) == 8
     for page in pages:
@@ -306,15 +340,13 @@ def test_the_bash_completion_loads_and_completes_commands_and_flags(assets):
 
 @pytest.mark.parametrize("shell,name", [("zsh", "_irsa-agent"), ("fish", "irsa-agent.fish")])
 def test_zsh_and_fish_completions_parse(assets, shell, name):
-    if not shutil.which(shell):
-        pytest.skip(f"{shell} is not installed")
+    need(shell)
     r = run(shell, "-n", assets / "completions" / name)
     assert r.returncode == 0, r.stderr
 
 
 def test_the_fish_completion_completes_flags(assets):
-    if not shutil.which("fish"):
-        pytest.skip("fish is not installed")
+    need("fish")
     script = f"source {assets / 'completions' / 'irsa-agent.fish'}; complete -C 'irsa-agent apply --is'"
     r = run("fish", "--no-config", "-c", script)
     assert r.returncode == 0, r.stderr
