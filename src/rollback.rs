@@ -2,6 +2,12 @@
 //! default) and restart the apiserver. The files it overwrites are backed up
 //! first, so nothing is lost.
 //!
+//! Only what irsa-agent wrote is put back: when a file of the backup holds
+//! neither its old bytes nor what irsa-agent wrote (a `kubeadm upgrade`, a
+//! MicroK8s refresh, an edit since), the rollback is refused, naming the
+//! file, and nothing is changed. Once files are restored, every outcome
+//! reports them; a failure after that exits 5 ("changed but not finished").
+//!
 //! After an interrupted apply (crash, SIGKILL) the last backup is that
 //! apply's: rolling back restores the files as they were before it. An
 //! interrupted apply that had not changed anything yet is skipped.
@@ -12,7 +18,7 @@ use serde_json::json;
 use crate::cli::{GlobalOpts, RollbackOpts};
 use crate::live::{self, Live};
 use crate::node;
-use crate::output::Outcome;
+use crate::output::{Exit, Failure, Outcome};
 use crate::system::{backup, lock};
 
 pub fn run(global: &GlobalOpts, opts: &RollbackOpts) -> Result<Outcome> {
@@ -40,16 +46,20 @@ pub fn run(global: &GlobalOpts, opts: &RollbackOpts) -> Result<Outcome> {
             )
         })?,
     };
-    let differing = backup::differing(&root, &chosen)?;
-    let action = |e: &backup::Entry| match (differing.contains(&e.path), e.perms.is_some()) {
-        (false, _) => "unchanged",
-        (true, true) => "restore",
-        (true, false) => "remove",
-    };
-    let actions: Vec<_> = chosen
-        .entries
+    let states = backup::examine(&root, &chosen)?;
+    let actions: Vec<_> = states
         .iter()
-        .map(|e| json!({"path": e.path, "action": action(e)}))
+        .map(|(path, state)| match state {
+            backup::State::ChangedSince(why) => {
+                json!({"path": path, "action": state.action(), "changed_since": why})
+            }
+            _ => json!({"path": path, "action": state.action()}),
+        })
+        .collect();
+    let to_change: Vec<&str> = states
+        .iter()
+        .filter(|(_, s)| *s != backup::State::Unchanged)
+        .map(|(p, _)| p.as_str())
         .collect();
     let mut o = Outcome::new();
     o.set("backup", chosen.id.clone())
@@ -65,12 +75,25 @@ pub fn run(global: &GlobalOpts, opts: &RollbackOpts) -> Result<Outcome> {
             ""
         }
     ));
-    for e in &chosen.entries {
-        o.line(format!("  {:<9} {}", action(e), e.path));
+    for (path, state) in &states {
+        o.line(format!("  {:<13} {path}", state.action()));
     }
-    o.set("changed", !differing.is_empty() && !opts.check);
-    if opts.check || differing.is_empty() {
-        if differing.is_empty() {
+    // Only what irsa-agent wrote is put back: a file changed since by
+    // something else (a kubeadm upgrade, a MicroK8s refresh) is left as it
+    // is, and so is every other file.
+    if let Err(refused) = backup::refuse_changed(&chosen, &states) {
+        o.set("changed", false)
+            .set("rolled_back", false)
+            .set("restarted", false);
+        return Err(anyhow::Error::msg(Failure {
+            exit: Exit::Failed,
+            message: format!("{refused:#}"),
+            json: o.json,
+        }));
+    }
+    o.set("changed", !to_change.is_empty() && !opts.check);
+    if opts.check || to_change.is_empty() {
+        if to_change.is_empty() {
             o.line("the files are already as in this backup: nothing to do");
         }
         o.set("rolled_back", false).set("restarted", false);
@@ -79,30 +102,54 @@ pub fn run(global: &GlobalOpts, opts: &RollbackOpts) -> Result<Outcome> {
 
     let saved = backup::restore_saving(&root, &chosen, backup::REASON_ROLLBACK)?
         .context("internal error: the files differed from the backup, then did not")?;
-    // The operator chose the files now: an interrupted apply is no longer
-    // for the next apply to recover (its backup stays for `--backup`).
-    for mut b in backup::interrupted(&root)? {
-        backup::finish(&root, &mut b)?;
-    }
     o.set("rolled_back", true).set("saved", saved.id.clone());
     o.line(format!(
         "the files it replaced are saved in {}/{}",
         backup::BACKUP_DIR,
         saved.id
     ));
-
-    let mut restarted = false;
-    if !opts.no_restart {
-        let node = node::inspect(root, global.distro.as_deref())
+    // From here on the files are changed: every outcome says so.
+    let finished = (|| -> Result<bool> {
+        // The operator chose the files now: an interrupted apply is no longer
+        // for the next apply to recover (its backup stays for `--backup`).
+        for mut b in backup::interrupted(&root)? {
+            backup::finish(&root, &mut b)?;
+        }
+        if opts.no_restart {
+            return Ok(false);
+        }
+        let node = node::inspect(root.clone(), global.distro.as_deref())
             .context("reading the restored configuration")?;
         let live = Live::connect(&node, opts.wait.duration(), live::spinner_wanted(global))?;
         live.restart_and_wait(&node.effective.state(), "after the rollback")
             .context("restarting the apiserver on the restored files")?;
-        restarted = true;
-        o.line("restart:     done, apiserver ready");
+        Ok(true)
+    })();
+    let restarted = match finished {
+        Ok(restarted) => restarted,
+        Err(e) => {
+            o.set("restarted", false);
+            let message = format!(
+                "the files WERE rolled back ({} restored from backup {}; what they replaced is saved in {}/{}) \
+                 but the rollback did not finish: the apiserver was not brought back on them. Restart it \
+                 yourself once the cause below is fixed (the files are already as in the backup)",
+                to_change.join(", "),
+                chosen.id,
+                backup::BACKUP_DIR,
+                saved.id
+            );
+            return Err(e.context(Failure {
+                exit: Exit::Incomplete,
+                message,
+                json: o.json,
+            }));
+        }
+    };
+    o.line(if restarted {
+        "restart:     done, apiserver ready"
     } else {
-        o.line("restart:     pending (--no-restart)");
-    }
+        "restart:     pending (--no-restart)"
+    });
     o.set("restarted", restarted);
     Ok(o)
 }
