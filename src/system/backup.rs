@@ -665,19 +665,36 @@ pub fn list(root: &Sysroot) -> Result<Vec<Backup>> {
         });
         match read {
             Ok(Some(b)) if b.id == id => out.push(b),
-            Ok(Some(b)) => tracing::warn!(
-                "ignoring the backup {BACKUP_DIR}/{id}: its {INDEX} names another backup ({})",
-                b.id
+            Ok(Some(b)) => warn_once(
+                &index,
+                format!(
+                    "ignoring the backup {BACKUP_DIR}/{id}: {index} names another backup ({}); \
+                     move it away or remove it",
+                    b.id
+                ),
             ),
             Ok(None) => {}
-            Err(e) => tracing::warn!(
-                "ignoring the backup {BACKUP_DIR}/{id}: its {INDEX} cannot be read ({e:#}); \
-                 move it away or remove it"
+            Err(e) => warn_once(
+                &index,
+                format!(
+                    "ignoring the backup {BACKUP_DIR}/{id}: {index} cannot be read ({e:#}); \
+                     move it away or remove it"
+                ),
             ),
         }
     }
     out.sort_by(|a, b| (b.seq, &b.id).cmp(&(a.seq, &a.id)));
     Ok(out)
+}
+
+/// Log `message` about `index` once per run (the backups are listed several times).
+fn warn_once(index: &str, message: String) {
+    static WARNED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());
+    if !warned.iter().any(|w| w == index) {
+        warned.push(index.to_string());
+        tracing::warn!("{message}");
+    }
 }
 
 /// The most recent complete backup made by an `apply` that took effect (or
