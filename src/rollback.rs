@@ -12,14 +12,16 @@
 //! apply's: rolling back restores the files as they were before it. An
 //! interrupted apply that had not changed anything yet is skipped.
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use serde_json::json;
 
 use crate::cli::{GlobalOpts, RollbackOpts};
 use crate::live::{self, Live};
 use crate::node;
 use crate::output::{Exit, Failure, Outcome};
-use crate::system::{backup, lock};
+use crate::flags::Effective;
+use crate::formats;
+use crate::system::{backup, lock, Sysroot};
 
 pub fn run(global: &GlobalOpts, opts: &RollbackOpts) -> Result<Outcome> {
     let root = node::sysroot(global)?;
@@ -47,13 +49,28 @@ pub fn run(global: &GlobalOpts, opts: &RollbackOpts) -> Result<Outcome> {
         })?,
     };
     let states = backup::examine(&root, &chosen)?;
+    // A configuration file changed since (a kubeadm upgrade) keeps that
+    // change: only the managed flags are put back as they were in it.
+    let reversed = if states
+        .iter()
+        .any(|(_, s)| matches!(s, backup::State::ChangedSince(_)))
+    {
+        reverse_flags(&root, global, &chosen, &states)
+    } else {
+        Ok(backup::Overrides::new())
+    };
+    let overrides = reversed.as_ref().cloned().unwrap_or_default();
+    let action = |path: &str, state: &backup::State| match state {
+        backup::State::ChangedSince(_) if overrides.contains_key(path) => "reverse-flags",
+        _ => state.action(),
+    };
     let actions: Vec<_> = states
         .iter()
         .map(|(path, state)| match state {
             backup::State::ChangedSince(why) => {
-                json!({"path": path, "action": state.action(), "changed_since": why})
+                json!({"path": path, "action": action(path, state), "changed_since": why})
             }
-            _ => json!({"path": path, "action": state.action()}),
+            _ => json!({"path": path, "action": action(path, state)}),
         })
         .collect();
     let to_change: Vec<&str> = states
@@ -76,18 +93,27 @@ pub fn run(global: &GlobalOpts, opts: &RollbackOpts) -> Result<Outcome> {
         }
     ));
     for (path, state) in &states {
-        o.line(format!("  {:<13} {path}", state.action()));
+        o.line(format!("  {:<13} {path}", action(path, state)));
+        if let backup::State::ChangedSince(why) = state {
+            o.line(format!("                changed since by something else {why}"));
+        }
     }
-    // Only what irsa-agent wrote is put back: a file changed since by
-    // something else (a kubeadm upgrade, a MicroK8s refresh) is left as it
-    // is, and so is every other file.
-    if let Err(refused) = backup::refuse_changed(&chosen, &states) {
+    // Only what irsa-agent wrote is put back: when a file changed since by
+    // something else cannot keep that change with only the managed flags
+    // reversed, nothing is changed.
+    if let Err(cannot) = &reversed {
+        let refused = backup::refuse_changed(&chosen, &states)
+            .err()
+            .map(|e| format!("{e:#}"))
+            .unwrap_or_default();
         o.set("changed", false)
             .set("rolled_back", false)
             .set("restarted", false);
         return Err(anyhow::Error::msg(Failure {
             exit: Exit::Failed,
-            message: format!("{refused:#}"),
+            message: format!(
+                "{refused}; reversing only the service-account flags in it is not possible either: {cannot:#}"
+            ),
             json: o.json,
         }));
     }
@@ -100,7 +126,7 @@ pub fn run(global: &GlobalOpts, opts: &RollbackOpts) -> Result<Outcome> {
         return Ok(o);
     }
 
-    let saved = backup::restore_saving(&root, &chosen, backup::REASON_ROLLBACK)?
+    let saved = backup::restore_saving_with(&root, &chosen, backup::REASON_ROLLBACK, &overrides)?
         .context("internal error: the files differed from the backup, then did not")?;
     o.set("rolled_back", true).set("saved", saved.id.clone());
     o.line(format!(
@@ -152,6 +178,77 @@ pub fn run(global: &GlobalOpts, opts: &RollbackOpts) -> Result<Outcome> {
     });
     o.set("restarted", restarted);
     Ok(o)
+}
+
+/// For the configuration files of `chosen` changed since by something else
+/// (`states`): their current text with only the managed service-account
+/// flags put back as they were before the apply, by the same editors apply
+/// uses. An error says why that is not possible (a key file changed since,
+/// a file the editors cannot read, an edit that would need another file).
+fn reverse_flags(
+    root: &Sysroot,
+    global: &GlobalOpts,
+    chosen: &backup::Backup,
+    states: &[(String, backup::State)],
+) -> Result<backup::Overrides> {
+    let node = node::inspect(root.clone(), global.distro.as_deref())
+        .context("the configuration as it is now cannot be read")?;
+    let profile = node.profile();
+    let text = |bytes: Vec<u8>, path: &str| {
+        String::from_utf8(bytes).with_context(|| format!("{path} is not UTF-8"))
+    };
+    // The configuration once every file irsa-agent still owns is restored,
+    // and as it was before the apply.
+    let mut after = node.files.clone();
+    let mut before = node.files.clone();
+    let mut changed = Vec::new();
+    for (path, state) in states {
+        let copy = backup::copy_of(root, chosen, path)?;
+        let is_config = node.files.contains_key(path) || path == &profile.config;
+        match state {
+            backup::State::ChangedSince(_) if !is_config => bail!(
+                "{path} is not a configuration file of {} (a key file?)",
+                profile.title
+            ),
+            backup::State::ChangedSince(_) => changed.push(path.clone()),
+            _ if !is_config => continue,
+            backup::State::Unchanged => {}
+            backup::State::Restore | backup::State::Remove => match &copy {
+                Some(c) => {
+                    after.insert(path.clone(), text(c.clone(), path)?);
+                }
+                None => {
+                    after.remove(path);
+                }
+            },
+        }
+        match copy {
+            Some(c) => {
+                before.insert(path.clone(), text(c, path)?);
+            }
+            None => {
+                before.remove(path);
+            }
+        }
+    }
+    let old = Effective::from_args(&formats::read_args(profile, &before)?).state();
+    let edited = formats::write(profile, &after, &old)?;
+    let mut out = backup::Overrides::new();
+    for path in after.keys().chain(edited.keys()) {
+        if edited.get(path) == after.get(path) {
+            continue;
+        }
+        if !changed.contains(path) {
+            bail!("reversing them would change {path} too");
+        }
+    }
+    for path in changed {
+        let new = edited
+            .get(&path)
+            .with_context(|| format!("reversing them would remove {path}"))?;
+        out.insert(path, new.clone().into_bytes());
+    }
+    Ok(out)
 }
 
 /// The backup `rollback` restores by default: the last apply that took

@@ -87,14 +87,71 @@ fn index(root: &Path, id: &str) -> Value {
 }
 
 #[test]
-fn after_a_kubeadm_upgrade_rollback_keeps_the_new_version_and_changes_nothing() {
+fn after_a_kubeadm_upgrade_rollback_keeps_the_new_version_and_reverses_only_the_flags() {
+    let dir = copy_fixture("kubeadm-default");
+    let root = dir.path();
+    let original = manifest(root);
+    let (v, code, _) = apply(root, "https://oidc.example.com/one");
+    assert_eq!(code, 0, "{v}");
+    kubeadm_upgrade(root);
+    let upgraded = node_files(root);
+
+    let (v, code, _) = run(root, &["rollback", "--check"]);
+    assert_eq!(code, 0, "{v}");
+    let m = v["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == format!("/{MANIFEST}").as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(m["action"], "reverse-flags", "{v}");
+    assert!(
+        m["changed_since"].as_str().unwrap().contains("irsa-agent wrote sha256"),
+        "{v}"
+    );
+    assert!(node_files(root) == upgraded, "--check changed a file");
+
+    let (v, code, _) = run(root, &["rollback", "--no-restart"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!((&v["changed"], &v["rolled_back"]), (&true.into(), &true.into()));
+    // The upgrade stays; irsa-agent's flags are gone: the manifest is the
+    // upgraded original, byte for byte, and the installed key pair is removed.
+    assert_eq!(manifest(root), original.replace(OLD_IMAGE, NEW_IMAGE));
+    let pki: Vec<String> = std::fs::read_dir(root.join("etc/kubernetes/pki"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("irsa-agent"))
+        .collect();
+    assert!(pki.is_empty(), "{pki:?}");
+    // What it overwrote is saved: rolling that back gives the upgraded
+    // manifest with irsa-agent's flags again.
+    let saved = v["saved"].as_str().unwrap().to_string();
+    let (v, code, _) = run(root, &["rollback", "--no-restart", "--backup", &saved]);
+    assert_eq!(code, 0, "{v}");
+    assert!(node_files(root) == upgraded, "rollback --backup {saved}");
+}
+
+#[test]
+fn a_key_file_changed_since_makes_rollback_refuse_and_change_nothing() {
     let dir = copy_fixture("kubeadm-default");
     let root = dir.path();
     let (v, code, _) = apply(root, "https://oidc.example.com/one");
     assert_eq!(code, 0, "{v}");
     let id = v["backup"].as_str().unwrap().to_string();
     kubeadm_upgrade(root);
-    let upgraded = node_files(root);
+    // Someone put another key where irsa-agent installed its own.
+    let key = std::fs::read_dir(root.join("etc/kubernetes/pki"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            let n = p.file_name().unwrap().to_string_lossy();
+            n.starts_with("irsa-agent") && n.ends_with(".key")
+        })
+        .unwrap();
+    std::fs::write(&key, "not the key irsa-agent wrote\n").unwrap();
+    let key_node = format!("/{}", key.strip_prefix(root).unwrap().display());
+    let changed = node_files(root);
     let backups = backup_dirs(root);
 
     for args in [
@@ -108,29 +165,27 @@ fn after_a_kubeadm_upgrade_rollback_keeps_the_new_version_and_changes_nothing() 
         assert_eq!(code, 1, "{args:?}: {v}");
         let err = v["error"].as_str().unwrap();
         assert!(
-            err.contains(&format!("/{MANIFEST}"))
+            err.contains(&key_node)
+                && err.contains(&format!("/{MANIFEST}"))
                 && err.contains("changed since by something else")
                 && err.contains("nothing was changed")
-                && err.contains("modified "),
+                && err.contains("modified ")
+                && err.contains("not a configuration file"),
             "{args:?}: {err}"
         );
-        assert_eq!(v["changed"], false, "{v}");
-        assert_eq!(v["rolled_back"], false, "{v}");
+        assert_eq!((&v["changed"], &v["rolled_back"]), (&false.into(), &false.into()), "{v}");
         let files = v["files"].as_array().unwrap();
-        let m = files
-            .iter()
-            .find(|f| f["path"] == format!("/{MANIFEST}").as_str())
-            .unwrap();
-        assert_eq!(m["action"], "changed-since", "{v}");
-        // The key files still hold what irsa-agent wrote: they would be
-        // removed, but nothing is touched when one file was changed since.
-        assert!(
-            files.iter().any(|f| f["action"] == "remove"),
-            "the new key files: {v}"
-        );
-        assert!(node_files(root) == upgraded, "{args:?}: a node file changed");
+        let action = |p: &str| {
+            files
+                .iter()
+                .find(|f| f["path"] == p)
+                .map(|f| f["action"].clone())
+                .unwrap()
+        };
+        assert_eq!(action(&key_node), "changed-since", "{v}");
+        assert_eq!(action(&format!("/{MANIFEST}")), "changed-since", "{v}");
+        assert!(node_files(root) == changed, "{args:?}: a node file changed");
         assert_eq!(backup_dirs(root), backups, "{args:?}: a backup was made");
-        assert_eq!(index(root, &id)["pending"], false);
         assert!(manifest(root).contains(NEW_IMAGE));
     }
 }

@@ -462,6 +462,10 @@ pub fn refuse_changed(backup: &Backup, states: &[(String, State)]) -> Result<()>
     .into())
 }
 
+/// Bytes to write instead of a backup's copy into files changed since by
+/// something else: the current file with only the managed flags reversed.
+pub type Overrides = std::collections::BTreeMap<String, Vec<u8>>;
+
 /// Put every file of the backup back as it was (files the run created are
 /// removed); files already as in the backup are not touched. Temporary
 /// files a dead run left beside them go too. Returns the paths it changed.
@@ -475,15 +479,53 @@ pub fn refuse_changed(backup: &Backup, states: &[(String, State)]) -> Result<()>
 /// a key it named is removed, so a crash part way never leaves a
 /// configuration naming a missing key.
 pub fn restore(root: &Sysroot, backup: &Backup) -> Result<Vec<String>> {
+    restore_with(root, backup, &Overrides::new())
+}
+
+/// The states of [`examine`] with the files in `overrides` no longer
+/// refused; refused when another file was changed since.
+fn examine_with(
+    root: &Sysroot,
+    backup: &Backup,
+    overrides: &Overrides,
+) -> Result<Vec<(String, State)>> {
     let states = examine(root, backup)?;
-    refuse_changed(backup, &states)?;
+    let refused: Vec<(String, State)> = states
+        .iter()
+        .filter(|(p, _)| !overrides.contains_key(p))
+        .cloned()
+        .collect();
+    refuse_changed(backup, &refused)?;
+    Ok(states)
+}
+
+/// [`restore`], writing the bytes of `overrides` into the files changed since.
+fn restore_with(root: &Sysroot, backup: &Backup, overrides: &Overrides) -> Result<Vec<String>> {
+    let states = examine_with(root, backup, overrides)?;
     remove_stale_temps(root, backup)?;
     let mut changed = Vec::new();
     for (e, (_, state)) in backup.entries.iter().zip(&states).rev() {
         match state {
-            State::Unchanged | State::ChangedSince(_) => continue,
+            State::Unchanged => continue,
+            State::ChangedSince(_) => {
+                let Some(bytes) = overrides.get(&e.path) else {
+                    continue;
+                };
+                let now = root.read_bytes_optional(&e.path)?;
+                if now.as_ref() == Some(bytes) {
+                    continue;
+                }
+                let perms = root
+                    .perms(&e.path)?
+                    .or(e.perms)
+                    .context("internal error: no mode for the file to edit")?;
+                root.write_atomic(&e.path, bytes, perms)
+                    .with_context(|| format!("reversing the service-account flags in {}", e.path))?;
+            }
             State::Restore => {
-                let perms = e.perms.context("internal error: restoring a file the backup has no copy of")?;
+                let perms = e
+                    .perms
+                    .context("internal error: restoring a file the backup has no copy of")?;
                 let bytes = root
                     .read_bytes(&backup.copy_path(&e.path))
                     .with_context(|| {
@@ -503,30 +545,45 @@ pub fn restore(root: &Sysroot, backup: &Backup) -> Result<Vec<String>> {
     Ok(changed)
 }
 
+/// The bytes of the backup's copy of `path` (None: the run created it).
+pub fn copy_of(root: &Sysroot, backup: &Backup, path: &str) -> Result<Option<Vec<u8>>> {
+    match backup.entries.iter().find(|e| e.path == path) {
+        Some(e) if e.perms.is_some() => Ok(Some(root.read_bytes(&backup.copy_path(path))?)),
+        _ => Ok(None),
+    }
+}
+
 /// Restore `chosen` after backing up what it overwrites (a backup made for
 /// `reason`, returned), so nothing is lost; on failure the overwritten files
 /// are put back. None when the files are already as in `chosen`. Refused,
 /// changing nothing, when a file was changed since ([`ChangedSince`]).
 pub fn restore_saving(root: &Sysroot, chosen: &Backup, reason: &str) -> Result<Option<Backup>> {
-    let states = examine(root, chosen)?;
-    refuse_changed(chosen, &states)?;
+    restore_saving_with(root, chosen, reason, &Overrides::new())
+}
+
+/// [`restore_saving`], writing the bytes of `overrides` into the files
+/// changed since instead of refusing.
+pub fn restore_saving_with(
+    root: &Sysroot,
+    chosen: &Backup,
+    reason: &str,
+    overrides: &Overrides,
+) -> Result<Option<Backup>> {
+    let states = examine_with(root, chosen, overrides)?;
     if states.iter().all(|(_, s)| *s == State::Unchanged) {
         // Only temporary files and empty directories a dead run left.
         restore(root, chosen)?;
         return Ok(None);
     }
-    // What the restore writes: the copies, or no file.
+    // What the restore writes: the copies, the overrides, or no file.
     let copies: Vec<(String, Option<Vec<u8>>)> = chosen
         .entries
         .iter()
         .map(|e| {
-            Ok((
-                e.path.clone(),
-                match e.perms {
-                    Some(_) => Some(root.read_bytes(&chosen.copy_path(&e.path))?),
-                    None => None,
-                },
-            ))
+            if let Some(bytes) = overrides.get(&e.path) {
+                return Ok((e.path.clone(), Some(bytes.clone())));
+            }
+            Ok((e.path.clone(), copy_of(root, chosen, &e.path)?))
         })
         .collect::<Result<_>>()?;
     let planned: Vec<Planned> = copies
@@ -535,7 +592,7 @@ pub fn restore_saving(root: &Sysroot, chosen: &Backup, reason: &str) -> Result<O
         .collect();
     let saved = create(root, &planned, reason)
         .context("backing up the files the restore overwrites; nothing was changed")?;
-    if let Err(e) = restore(root, chosen) {
+    if let Err(e) = restore_with(root, chosen, overrides) {
         let undo = restore(root, &saved);
         return Err(e.context(match undo {
             Ok(_) => format!(
@@ -963,5 +1020,116 @@ mod tests {
             root.read_bytes(&saved.copy_path("/etc/k/new")).unwrap(),
             b"created"
         );
+    }
+
+    #[test]
+    fn a_file_changed_since_by_something_else_stops_the_whole_restore() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Sysroot::new(dir.path()).unwrap();
+        root.create_dir_all("/etc/k", 0o755).unwrap();
+        write(&root, "/etc/k/conf", b"v1 old flags");
+        let b = create(
+            &root,
+            &[("/etc/k/key", Some(&b"key"[..])), ("/etc/k/conf", Some(&b"v1 new flags"[..]))],
+            REASON_APPLY,
+        )
+        .unwrap();
+        write(&root, "/etc/k/key", b"key");
+        write(&root, "/etc/k/conf", b"v2 new flags");
+        let states = examine(&root, &b).unwrap();
+        assert_eq!(states[0], ("/etc/k/key".to_string(), State::Remove));
+        assert!(
+            matches!(&states[1].1, State::ChangedSince(why) if why.contains("irsa-agent wrote sha256")),
+            "{states:?}"
+        );
+        for err in [
+            restore(&root, &b).unwrap_err(),
+            restore_saving(&root, &b, REASON_ROLLBACK).unwrap_err(),
+        ] {
+            let c = err.downcast_ref::<ChangedSince>().expect("a ChangedSince");
+            assert_eq!(c.files.len(), 1);
+            assert_eq!(c.files[0].0, "/etc/k/conf");
+        }
+        // Nothing was touched, not even the file that could have been.
+        assert_eq!(root.read_bytes("/etc/k/key").unwrap(), b"key");
+        assert_eq!(root.read_bytes("/etc/k/conf").unwrap(), b"v2 new flags");
+        assert_eq!(list(&root).unwrap().len(), 1, "no backup of a refused restore");
+        // Removed since: refused as well.
+        root.remove("/etc/k/conf").unwrap();
+        assert!(matches!(
+            &examine(&root, &b).unwrap()[1].1,
+            State::ChangedSince(why) if why.contains("was removed")
+        ));
+        // A damaged copy is never put back.
+        write(&root, "/etc/k/conf", b"v1 new flags");
+        write(&root, &b.copy_path("/etc/k/conf"), b"v1 old flagz");
+        let e = format!("{:#}", examine(&root, &b).unwrap_err());
+        assert!(e.contains("damaged") && e.contains("/etc/k/conf"), "{e}");
+    }
+
+    #[test]
+    fn what_later_runs_wrote_over_irsa_agents_own_bytes_is_irsa_agents_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Sysroot::new(dir.path()).unwrap();
+        root.create_dir_all("/etc/k", 0o755).unwrap();
+        write(&root, "/etc/k/conf", b"orig");
+        let first = create(&root, &[("/etc/k/conf", Some(&b"one"[..]))], REASON_APPLY).unwrap();
+        write(&root, "/etc/k/conf", b"one");
+        let second = create(&root, &[("/etc/k/conf", Some(&b"two"[..]))], REASON_APPLY).unwrap();
+        write(&root, "/etc/k/conf", b"two");
+        assert!(second.seq > first.seq);
+        assert_eq!(differing(&root, &first).unwrap(), ["/etc/k/conf"]);
+        assert_eq!(examine(&root, &first).unwrap()[0].1, State::Restore);
+        // A foreign change in between breaks the chain.
+        write(&root, "/etc/k/conf", b"foreign");
+        let third = create(&root, &[("/etc/k/conf", Some(&b"three"[..]))], REASON_APPLY).unwrap();
+        write(&root, "/etc/k/conf", b"three");
+        assert_eq!(examine(&root, &third).unwrap()[0].1, State::Restore);
+        assert!(matches!(examine(&root, &first).unwrap()[0].1, State::ChangedSince(_)));
+        restore(&root, &third).unwrap();
+        assert_eq!(root.read_bytes("/etc/k/conf").unwrap(), b"foreign");
+    }
+
+    #[test]
+    fn prune_keeps_the_newest_finished_every_pending_and_the_last_apply() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Sysroot::new(dir.path()).unwrap();
+        root.create_dir_all("/etc/k", 0o755).unwrap();
+        write(&root, "/etc/k/a", b"old");
+        let a = |reason| create(&root, &[("/etc/k/a", Some(&b"new"[..]))], reason).unwrap();
+        let mut made = Vec::new();
+        let pending_old = a(REASON_APPLY); // an interrupted apply, long ago
+        let mut last_apply = a(REASON_APPLY);
+        finish(&root, &mut last_apply).unwrap();
+        for _ in 0..4 {
+            made.push(a(REASON_ROLLBACK));
+        }
+        let removed = prune(&root, 2).unwrap();
+        let left: Vec<String> = list(&root).unwrap().into_iter().map(|b| b.id).collect();
+        assert_eq!(
+            left,
+            [&made[3].id, &made[2].id, &last_apply.id, &pending_old.id],
+            "newest first"
+        );
+        assert_eq!(removed, [made[1].id.clone(), made[0].id.clone()]);
+        assert!(!root.exists(&made[0].dir()));
+        // Sequence numbers go on from the highest left.
+        assert_eq!(a(REASON_APPLY).seq, made[3].seq + 1);
+    }
+
+    #[test]
+    fn a_damaged_index_is_skipped_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Sysroot::new(dir.path()).unwrap();
+        root.create_dir_all("/etc/k", 0o755).unwrap();
+        write(&root, "/etc/k/a", b"old");
+        let b = create(&root, &[("/etc/k/a", Some(&b"new"[..]))], REASON_APPLY).unwrap();
+        let c = create(&root, &[("/etc/k/a", Some(&b"new"[..]))], REASON_APPLY).unwrap();
+        write(&root, &format!("{}/{INDEX}", c.dir()), b"{not json");
+        assert_eq!(list(&root).unwrap(), [b.clone()]);
+        assert_eq!(interrupted(&root).unwrap(), [b]);
+        assert!(load(&root, &c.id).is_err());
+        assert_eq!(prune(&root, 1).unwrap(), Vec::<String>::new());
+        assert!(root.exists(&c.dir()), "never pruned");
     }
 }
