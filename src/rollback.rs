@@ -16,11 +16,11 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde_json::json;
 
 use crate::cli::{GlobalOpts, RollbackOpts};
+use crate::flags::Effective;
+use crate::formats;
 use crate::live::{self, Live};
 use crate::node;
 use crate::output::{Exit, Failure, Outcome};
-use crate::flags::Effective;
-use crate::formats;
 use crate::system::{backup, lock, Sysroot};
 
 pub fn run(global: &GlobalOpts, opts: &RollbackOpts) -> Result<Outcome> {
@@ -95,7 +95,9 @@ pub fn run(global: &GlobalOpts, opts: &RollbackOpts) -> Result<Outcome> {
     for (path, state) in &states {
         o.line(format!("  {:<13} {path}", action(path, state)));
         if let backup::State::ChangedSince(why) = state {
-            o.line(format!("                changed since by something else {why}"));
+            o.line(format!(
+                "                changed since by something else {why}"
+            ));
         }
     }
     // Only what irsa-agent wrote is put back: when a file changed since by

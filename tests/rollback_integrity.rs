@@ -107,14 +107,20 @@ fn after_a_kubeadm_upgrade_rollback_keeps_the_new_version_and_reverses_only_the_
         .clone();
     assert_eq!(m["action"], "reverse-flags", "{v}");
     assert!(
-        m["changed_since"].as_str().unwrap().contains("irsa-agent wrote sha256"),
+        m["changed_since"]
+            .as_str()
+            .unwrap()
+            .contains("irsa-agent wrote sha256"),
         "{v}"
     );
     assert!(node_files(root) == upgraded, "--check changed a file");
 
     let (v, code, _) = run(root, &["rollback", "--no-restart"]);
     assert_eq!(code, 0, "{v}");
-    assert_eq!((&v["changed"], &v["rolled_back"]), (&true.into(), &true.into()));
+    assert_eq!(
+        (&v["changed"], &v["rolled_back"]),
+        (&true.into(), &true.into())
+    );
     // The upgrade stays; irsa-agent's flags are gone: the manifest is the
     // upgraded original, byte for byte, and the installed key pair is removed.
     assert_eq!(manifest(root), original.replace(OLD_IMAGE, NEW_IMAGE));
@@ -173,7 +179,11 @@ fn a_key_file_changed_since_makes_rollback_refuse_and_change_nothing() {
                 && err.contains("not a configuration file"),
             "{args:?}: {err}"
         );
-        assert_eq!((&v["changed"], &v["rolled_back"]), (&false.into(), &false.into()), "{v}");
+        assert_eq!(
+            (&v["changed"], &v["rolled_back"]),
+            (&false.into(), &false.into()),
+            "{v}"
+        );
         let files = v["files"].as_array().unwrap();
         let action = |p: &str| {
             files
@@ -226,7 +236,11 @@ fn an_interrupted_apply_whose_file_was_changed_since_is_not_overwritten_at_recov
             && stderr.contains("changed since by something else"),
         "{stderr}"
     );
-    assert_eq!(v["recovered"], serde_json::json!([]), "nothing was undone: {v}");
+    assert_eq!(
+        v["recovered"],
+        serde_json::json!([]),
+        "nothing was undone: {v}"
+    );
     let old = index(root, &crashed);
     assert_eq!(old["pending"], false, "{old}");
     assert!(
@@ -255,7 +269,8 @@ fn a_corrupt_index_is_reported_and_does_not_block_apply_or_rollback() {
     let (v, code, stderr) = apply(root, "https://oidc.example.com/two");
     assert_eq!(code, 0, "{v}\n{stderr}");
     assert!(
-        stderr.contains(&format!("/{BACKUPS}/{first}/index.json")) && stderr.contains("cannot be read"),
+        stderr.contains(&format!("/{BACKUPS}/{first}/index.json"))
+            && stderr.contains("cannot be read"),
         "{stderr}"
     );
     let second = v["backup"].as_str().unwrap().to_string();
@@ -270,7 +285,10 @@ fn a_corrupt_index_is_reported_and_does_not_block_apply_or_rollback() {
     let (v, code, _) = run(root, &["rollback", "--no-restart", "--backup", &first]);
     assert_eq!(code, 1, "{v}");
     assert!(
-        v["error"].as_str().unwrap().contains(&format!("{first}/index.json")),
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{first}/index.json")),
         "{v}"
     );
 }

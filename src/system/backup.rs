@@ -519,8 +519,9 @@ fn restore_with(root: &Sysroot, backup: &Backup, overrides: &Overrides) -> Resul
                     .perms(&e.path)?
                     .or(e.perms)
                     .context("internal error: no mode for the file to edit")?;
-                root.write_atomic(&e.path, bytes, perms)
-                    .with_context(|| format!("reversing the service-account flags in {}", e.path))?;
+                root.write_atomic(&e.path, bytes, perms).with_context(|| {
+                    format!("reversing the service-account flags in {}", e.path)
+                })?;
             }
             State::Restore => {
                 let perms = e
@@ -844,7 +845,10 @@ mod tests {
         .unwrap();
         let b = create(
             &root,
-            &[("/etc/k/a", Some(&b"changed"[..])), ("/etc/k/new", Some(&b"created"[..]))],
+            &[
+                ("/etc/k/a", Some(&b"changed"[..])),
+                ("/etc/k/new", Some(&b"created"[..])),
+            ],
             REASON_APPLY,
         )
         .unwrap();
@@ -980,7 +984,11 @@ mod tests {
         assert_eq!(latest(&root).unwrap().as_ref(), Some(&b));
         // Other reasons are never pending.
         for reason in [REASON_ROLLBACK, REASON_RECOVER] {
-            assert!(!create(&root, &[("/etc/k/a", Some(&b"new"[..]))], reason).unwrap().pending);
+            assert!(
+                !create(&root, &[("/etc/k/a", Some(&b"new"[..]))], reason)
+                    .unwrap()
+                    .pending
+            );
         }
         assert!(interrupted(&root).unwrap().is_empty());
         assert_eq!(latest(&root).unwrap().as_ref(), Some(&b));
@@ -994,7 +1002,10 @@ mod tests {
         write(&root, "/etc/k/a", b"old");
         let b = create(
             &root,
-            &[("/etc/k/a", Some(&b"new"[..])), ("/etc/k/new", Some(&b"created"[..]))],
+            &[
+                ("/etc/k/a", Some(&b"new"[..])),
+                ("/etc/k/new", Some(&b"created"[..])),
+            ],
             REASON_APPLY,
         )
         .unwrap();
@@ -1030,7 +1041,10 @@ mod tests {
         write(&root, "/etc/k/conf", b"v1 old flags");
         let b = create(
             &root,
-            &[("/etc/k/key", Some(&b"key"[..])), ("/etc/k/conf", Some(&b"v1 new flags"[..]))],
+            &[
+                ("/etc/k/key", Some(&b"key"[..])),
+                ("/etc/k/conf", Some(&b"v1 new flags"[..])),
+            ],
             REASON_APPLY,
         )
         .unwrap();
@@ -1053,7 +1067,11 @@ mod tests {
         // Nothing was touched, not even the file that could have been.
         assert_eq!(root.read_bytes("/etc/k/key").unwrap(), b"key");
         assert_eq!(root.read_bytes("/etc/k/conf").unwrap(), b"v2 new flags");
-        assert_eq!(list(&root).unwrap().len(), 1, "no backup of a refused restore");
+        assert_eq!(
+            list(&root).unwrap().len(),
+            1,
+            "no backup of a refused restore"
+        );
         // Removed since: refused as well.
         root.remove("/etc/k/conf").unwrap();
         assert!(matches!(
@@ -1085,7 +1103,10 @@ mod tests {
         let third = create(&root, &[("/etc/k/conf", Some(&b"three"[..]))], REASON_APPLY).unwrap();
         write(&root, "/etc/k/conf", b"three");
         assert_eq!(examine(&root, &third).unwrap()[0].1, State::Restore);
-        assert!(matches!(examine(&root, &first).unwrap()[0].1, State::ChangedSince(_)));
+        assert!(matches!(
+            examine(&root, &first).unwrap()[0].1,
+            State::ChangedSince(_)
+        ));
         restore(&root, &third).unwrap();
         assert_eq!(root.read_bytes("/etc/k/conf").unwrap(), b"foreign");
     }
@@ -1108,7 +1129,12 @@ mod tests {
         let left: Vec<String> = list(&root).unwrap().into_iter().map(|b| b.id).collect();
         assert_eq!(
             left,
-            [&made[3].id, &made[2].id, &last_apply.id, &pending_old.id],
+            [
+                made[3].id.clone(),
+                made[2].id.clone(),
+                last_apply.id.clone(),
+                pending_old.id.clone()
+            ],
             "newest first"
         );
         assert_eq!(removed, [made[1].id.clone(), made[0].id.clone()]);
@@ -1126,7 +1152,7 @@ mod tests {
         let b = create(&root, &[("/etc/k/a", Some(&b"new"[..]))], REASON_APPLY).unwrap();
         let c = create(&root, &[("/etc/k/a", Some(&b"new"[..]))], REASON_APPLY).unwrap();
         write(&root, &format!("{}/{INDEX}", c.dir()), b"{not json");
-        assert_eq!(list(&root).unwrap(), [b.clone()]);
+        assert_eq!(list(&root).unwrap(), std::slice::from_ref(&b));
         assert_eq!(interrupted(&root).unwrap(), [b]);
         assert!(load(&root, &c.id).is_err());
         assert_eq!(prune(&root, 1).unwrap(), Vec::<String>::new());
