@@ -36,7 +36,10 @@ Exit codes:
   3  apply failed after writing (restart, health or verify) and rolled back:
      the node runs its old configuration again
   4  apply failed and the rollback did not bring the apiserver back: the node
-     needs attention (see the message, then `irsa-agent rollback`)";
+     needs attention (see the message, then `irsa-agent rollback`)
+  5  changed but not finished: files were changed (listed in the output) and a
+     later step failed, e.g. rollback restored the files but could not restart
+     the apiserver";
 
 /// The help heading of the options valid with every command, listed apart
 /// from each command's own.
@@ -152,7 +155,7 @@ pub struct ApplyOpts {
 
     /// The desired state as YAML (issuer, audiences, signing_key,
     /// generate_key, key_type, public_keys, service_account, timeout,
-    /// no_restart, allow_port); flags given here override it. Read on the host,
+    /// no_restart, allow_port, backups_keep); flags given here override it. Read on the host,
     /// relative paths in it are relative to it. Default: /etc/irsa-agent/config.yaml
     /// if it exists and no --root is given.
     #[arg(long, value_name = "PATH")]
@@ -210,9 +213,22 @@ pub struct ApplyOpts {
     /// Allow an issuer URL with a port (AWS rejects such issuers).
     #[arg(long)]
     pub allow_port: bool,
+
+    /// How many finished backups to keep under /var/lib/irsa-agent/backups
+    /// (they hold copies of replaced private keys); pending ones are always
+    /// kept. Default: 10.
+    #[arg(long = "keep-backups", value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=10000))]
+    pub keep_backups: Option<u64>,
 }
 
 impl ApplyOpts {
+    /// `--keep-backups`, or the default.
+    pub fn keep_backups(&self) -> usize {
+        self.keep_backups
+            .map_or(crate::system::backup::DEFAULT_KEEP, |n| n as usize)
+    }
+
     /// The issuer, from the flag or the config file.
     pub fn issuer(&self) -> anyhow::Result<&str> {
         self.issuer.as_deref().ok_or_else(|| {

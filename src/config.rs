@@ -42,6 +42,9 @@ pub struct ConfigFile {
     pub timeout: Option<u64>,
     pub no_restart: Option<bool>,
     pub allow_port: Option<bool>,
+    /// `--keep-backups`.
+    #[serde(default, deserialize_with = "backups_keep")]
+    pub backups_keep: Option<u64>,
 }
 
 impl ConfigFile {
@@ -171,6 +174,9 @@ pub fn merge(opts: &ApplyOpts, file: &ConfigFile, given: impl Fn(&str) -> bool) 
     if let (false, Some(t)) = (given("timeout"), file.timeout) {
         out.wait.timeout = t;
     }
+    if let (false, Some(n)) = (given("keep_backups"), file.backups_keep) {
+        out.keep_backups = Some(n);
+    }
     // A switch can only be turned on from the command line.
     out.no_restart |= file.no_restart.unwrap_or(false);
     out.allow_port |= file.allow_port.unwrap_or(false);
@@ -197,7 +203,7 @@ fn line_of_key(text: &str, key: &str) -> Option<usize> {
         .map(|i| i + 1)
 }
 
-const FIELDS: [&str; 10] = [
+const FIELDS: [&str; 11] = [
     "issuer",
     "audiences",
     "signing_key",
@@ -208,6 +214,7 @@ const FIELDS: [&str; 10] = [
     "timeout",
     "no_restart",
     "allow_port",
+    "backups_keep",
 ];
 
 fn service_account<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ServiceAccountRef>, D::Error> {
@@ -226,6 +233,16 @@ fn key_type<'de, D: Deserializer<'de>>(d: D) -> Result<Option<KeyType>, D::Error
             .collect();
         serde::de::Error::custom(format!("key_type {s:?} is not one of {}", names.join(", ")))
     })
+}
+
+fn backups_keep<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let n = u64::deserialize(d)?;
+    if !(1..=10_000).contains(&n) {
+        return Err(serde::de::Error::custom(format!(
+            "backups_keep {n} is not in 1..=10000"
+        )));
+    }
+    Ok(Some(n))
 }
 
 fn timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
@@ -277,6 +294,7 @@ service_account: kube-system/irsa-check
 timeout: 30
 no_restart: true
 allow_port: false
+backups_keep: 3
 ";
 
     #[test]
@@ -303,6 +321,9 @@ allow_port: false
         assert_eq!(c.timeout, Some(30));
         assert_eq!(c.no_restart, Some(true));
         assert_eq!(c.allow_port, Some(false));
+        assert_eq!(c.backups_keep, Some(3));
+        let e = parse("backups_keep: 0\n").unwrap_err().to_string();
+        assert!(e.contains("line 1") && e.contains("backups_keep 0"), "{e}");
     }
 
     #[test]

@@ -344,7 +344,8 @@ mod tests {
     fn exit_codes_come_from_the_help_text() {
         let codes = exit_codes();
         let numbers: Vec<&str> = codes.iter().map(|(c, _)| c.as_str()).collect();
-        assert_eq!(numbers, ["0", "1", "2", "3", "4"]);
+        assert_eq!(numbers, ["0", "1", "2", "3", "4", "5"]);
+        assert!(codes[5].1.starts_with("changed but not finished"));
         assert!(
             codes[3].1.contains("rolled back") && codes[3].1.contains("old configuration again")
         );

@@ -18,6 +18,10 @@ pub enum Exit {
     /// A step after writing failed and the rollback did not bring the
     /// apiserver back: the node needs attention.
     RollbackFailed = 4,
+    /// Changed but not finished: the command changed files (its report lists
+    /// them) and a later step failed, e.g. `rollback` restored the files but
+    /// could not restart the apiserver on them.
+    Incomplete = 5,
 }
 
 /// A failure whose kind picks the exit code, with fields for the JSON report.

@@ -14,6 +14,16 @@
 //! files and waits for it. It then converges from the original files, so its own
 //! backup holds them and `rollback` afterwards restores them; the
 //! interrupted run's backup also still holds them (`rollback --backup ID`).
+//!
+//! Only what the interrupted run wrote is undone. When one of its files was
+//! changed since by something else (a `kubeadm upgrade`, an edit by hand:
+//! the file holds neither its old bytes nor what the run wrote), none of its
+//! files is touched: the newer change is the operator's, and overwriting it
+//! with bytes from before the interruption would be worse than leaving it.
+//! The backup is marked `superseded` (no longer pending, with the reason),
+//! a warning names the file, and the apply goes on from the files as they
+//! are, converging them like any other run; the old copies stay for
+//! `rollback --backup ID`.
 
 use anyhow::{Context, Result};
 use serde_json::json;
@@ -35,6 +45,22 @@ pub fn recover(node: &Node, live: Option<&Live>) -> Result<Option<Vec<String>>> 
     let restarted = pending.iter().any(|b| b.restarted);
     let mut ids = Vec::new();
     for mut b in pending {
+        // Only what that apply wrote is undone: when something else changed
+        // one of its files since (a kubeadm upgrade, an edit by hand), its
+        // files are left as they are and this apply converges from them.
+        let states = backup::examine(root, &b)?;
+        if let Err(changed) = backup::refuse_changed(&b, &states) {
+            tracing::warn!(
+                "an earlier apply was interrupted before it finished (backup {}/{}), but its files were \
+                 changed since by something else: leaving them as they are and converging from them ({changed:#}); \
+                 its backup stays for `irsa-agent rollback --backup {}`",
+                backup::BACKUP_DIR,
+                b.id,
+                b.id
+            );
+            backup::mark_superseded(root, &mut b, format!("{changed:#}"))?;
+            continue;
+        }
         tracing::warn!(
             "an earlier apply was interrupted before it finished (backup {}): undoing it first",
             b.id
@@ -56,6 +82,10 @@ pub fn recover(node: &Node, live: Option<&Live>) -> Result<Option<Vec<String>>> 
         }
         backup::mark_undone(root, &mut b)?;
         ids.push(b.id);
+    }
+    if ids.is_empty() {
+        // Every interrupted apply was superseded: nothing was changed.
+        return Ok(None);
     }
     let config_changed = node::load_files(root, node.profile())? != before;
     if let (Some(live), true) = (live, config_changed || restarted) {

@@ -114,11 +114,25 @@ pub(super) fn roll_back(
     }
 }
 
-/// Back up, then write every change; on failure put everything back.
-pub(super) fn write(root: &Sysroot, changes: &[FileChange]) -> Result<backup::Backup> {
-    let paths: Vec<String> = changes.iter().map(|c| c.path.clone()).collect();
-    let mut b = backup::create(root, &paths, backup::REASON_APPLY)
+/// Back up (recording what each file will hold), prune the backups beyond
+/// the newest `keep`, then write every change; on failure put everything back.
+pub(super) fn write(root: &Sysroot, changes: &[FileChange], keep: usize) -> Result<backup::Backup> {
+    let planned: Vec<backup::Planned> = changes
+        .iter()
+        .map(|c| (c.path.as_str(), Some(c.new.as_slice())))
+        .collect();
+    let mut b = backup::create(root, &planned, backup::REASON_APPLY)
         .context("backing up the files to change; nothing was written")?;
+    // Old backups hold copies of old keys; failing to remove them stops nothing.
+    match backup::prune(root, keep) {
+        Ok(removed) if !removed.is_empty() => tracing::info!(
+            "removed {} old backup(s) beyond the newest {keep}: {}",
+            removed.len(),
+            removed.join(", ")
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("could not remove old backups: {e:#}"),
+    }
     let (uid, gid) = default_owner();
     let result = (|| -> Result<()> {
         failpoint::hit("after-backup")?;

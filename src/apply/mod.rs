@@ -121,7 +121,7 @@ pub fn run(global: &GlobalOpts, opts: &ApplyOpts) -> Result<Outcome> {
         None => None,
     };
     let written_at = live.as_ref().map(Live::mark);
-    let mut backup = write(&node.root, &plan.changes)?;
+    let mut backup = write(&node.root, &plan.changes, opts.keep_backups())?;
     done.backup = Some(backup.id.clone());
     if let (Some(live), Some(old_token), Some(written_at)) = (&live, &old_token, &written_at) {
         let restarted = backup::mark_restarting(&node.root, &mut backup).and_then(|()| {
