@@ -764,6 +764,72 @@ mod tests {
         }
     }
 
+    /// A thread swaps a directory of the root and a link to a directory
+    /// outside it, back and forth, while files are written, directories made
+    /// and files removed under that directory: whichever way each lookup
+    /// goes, nothing outside the root is ever written.
+    #[test]
+    fn a_directory_swapped_for_a_link_mid_write_never_leads_outside() {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        for user_space in [false, true] {
+            let (_top, root, outside) = root_and_outside(user_space);
+            let r = root.path("/");
+            std::fs::write(outside.join("f"), "outside").unwrap();
+            // Where the link leads under the root: exists, so writes through
+            // it succeed (inside the root) and the race goes on.
+            let twin = r.join(outside.strip_prefix("/").unwrap());
+            std::fs::create_dir_all(&twin).unwrap();
+            std::fs::create_dir_all(r.join("etc/d")).unwrap();
+            symlink(&outside, r.join("etc/swap")).unwrap();
+            let stop = AtomicBool::new(false);
+            let swaps = AtomicUsize::new(0);
+            let (d, swap) = (r.join("etc/d"), r.join("etc/swap"));
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    let start = std::time::Instant::now();
+                    while !stop.load(Ordering::Relaxed)
+                        && swaps.load(Ordering::Relaxed) < 2_000_000
+                        && start.elapsed() < std::time::Duration::from_secs(20)
+                    {
+                        rustix::fs::renameat_with(
+                            rustix::fs::CWD,
+                            &d,
+                            rustix::fs::CWD,
+                            &swap,
+                            rustix::fs::RenameFlags::EXCHANGE,
+                        )
+                        .unwrap();
+                        swaps.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+                for i in 0..25 {
+                    let _ = root.check_writable("/etc/d/f");
+                    let _ = root.write_atomic("/etc/d/f", format!("{i}").as_bytes(), mine(0o644));
+                    let _ = root.create_dir_all(&format!("/etc/d/new{i}/sub"), 0o755);
+                    let _ = root.remove(&format!("/etc/d/gone{i}"));
+                    let _ = root.remove_dir_all(&format!("/etc/d/new{i}"));
+                }
+                stop.store(true, Ordering::Relaxed);
+            });
+            assert!(swaps.load(Ordering::Relaxed) > 100, "the race ran");
+            let names: Vec<_> = std::fs::read_dir(&outside)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(
+                names,
+                ["f"],
+                "user space {user_space}: nothing created outside"
+            );
+            assert_eq!(std::fs::read(outside.join("f")).unwrap(), b"outside");
+            // Both sides were written, inside the root.
+            assert!(
+                d.join("f").exists() || swap.join("f").exists() || twin.join("f").exists(),
+                "user space {user_space}: some write went through"
+            );
+        }
+    }
+
     #[test]
     fn new_directories_have_their_mode_from_the_start() {
         let dir = tempfile::tempdir().unwrap();
