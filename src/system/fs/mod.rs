@@ -21,6 +21,7 @@ mod write;
 use std::ffi::{OsStr, OsString};
 use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -559,8 +560,6 @@ fn remove_tree(dir: &OwnedFd, name: &OsStr) -> Result<(), Errno> {
     }
 }
 
-use std::os::unix::ffi::OsStrExt;
-
 /// A node path's directory and last component; a path that names no file
 /// (`/`, `..` at the end) is an error.
 fn split(node_path: &str) -> Result<(&str, OsString)> {
@@ -887,6 +886,48 @@ mod tests {
         assert_eq!(std::fs::read(&target).unwrap(), b"secret");
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1, "no temporary file left behind");
+    }
+
+    #[test]
+    fn a_label_the_policy_refuses_is_a_warning_naming_restorecon_and_other_attributes_are_errors() {
+        use rustix::io::Errno;
+        for e in [Errno::PERM, Errno::NOTSUP, Errno::ACCESS, Errno::INVAL] {
+            assert!(write::only_warn("security.selinux", e), "{e:?}");
+        }
+        assert!(!write::only_warn("security.selinux", Errno::NOSPC));
+        for attr in ["user.x", "system.posix_acl_access", "trusted.y"] {
+            assert!(!write::only_warn(attr, Errno::PERM), "{attr}");
+        }
+        let w = write::lost_label_warning(
+            "/etc/kubernetes/manifests/kube-apiserver.yaml",
+            "security.selinux",
+            b"system_u:object_r:kubernetes_file_t:s0\0",
+            Errno::PERM,
+        );
+        assert!(
+            w.contains(
+                "SELinux label system_u:object_r:kubernetes_file_t:s0 (Operation not permitted)"
+            ) && w.contains("restorecon -v /etc/kubernetes/manifests/kube-apiserver.yaml"),
+            "{w}"
+        );
+    }
+
+    #[test]
+    fn a_replaced_file_keeps_its_extended_attributes() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Sysroot::new(dir.path()).unwrap();
+        root.write_atomic("/f", b"one", mine(0o640)).unwrap();
+        let host = dir.path().join("f");
+        if let Err(e) = rustix::fs::setxattr(&host, "user.k", b"v", rustix::fs::XattrFlags::empty())
+        {
+            println!("SKIPPED a_replaced_file_keeps_its_extended_attributes: no user.* attributes here ({e})");
+            return;
+        }
+        root.write_atomic("/f", b"two", mine(0o640)).unwrap();
+        let mut buf = [0u8; 16];
+        let n = rustix::fs::getxattr(&host, "user.k", &mut buf[..]).unwrap();
+        assert_eq!(&buf[..n], b"v");
+        assert_eq!(std::fs::read(&host).unwrap(), b"two");
     }
 
     #[test]
