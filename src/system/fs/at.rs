@@ -126,26 +126,24 @@ fn walk(
             Err(_) => false,
         };
         if maybe_link {
-            match readlinkat(cur, &c, Vec::new()) {
-                Ok(target) => {
-                    links += 1;
-                    if links > MAX_LINKS {
-                        return Err(Errno::LOOP);
-                    }
-                    let target = OsString::from_vec(target.into_bytes());
-                    if Path::new(&target).is_absolute() {
-                        dirs.clear();
-                    }
-                    push_components(&mut pending, Path::new(&target));
-                    if pending.is_empty() {
-                        // A link to `/` (or `.`) as the last component.
-                        let cur = dirs.last().map(|d| d.as_fd()).unwrap_or(root);
-                        return openat(cur, ".", flags.difference(OFlags::NOFOLLOW), Mode::empty());
-                    }
-                    continue;
+            // A link: follow it. Not one after all (EINVAL): the first
+            // answer stands.
+            if let Ok(target) = readlinkat(cur, &c, Vec::new()) {
+                links += 1;
+                if links > MAX_LINKS {
+                    return Err(Errno::LOOP);
                 }
-                // Not a link after all (EINVAL): the first answer stands.
-                Err(_) => {}
+                let target = OsString::from_vec(target.into_bytes());
+                if Path::new(&target).is_absolute() {
+                    dirs.clear();
+                }
+                push_components(&mut pending, Path::new(&target));
+                if pending.is_empty() {
+                    // A link to `/` (or `.`) as the last component.
+                    let cur = dirs.last().map(|d| d.as_fd()).unwrap_or(root);
+                    return openat(cur, ".", flags.difference(OFlags::NOFOLLOW), Mode::empty());
+                }
+                continue;
             }
         }
         let fd = opened?;
