@@ -236,8 +236,7 @@ impl Sysroot {
 
     pub fn read_bytes(&self, node_path: &str) -> Result<Vec<u8>> {
         self.read_bytes_optional(node_path)?.ok_or_else(|| {
-            anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::NotFound))
-                .context(format!("reading {node_path}"))
+            anyhow::Error::new(io(Errno::NOENT)).context(format!("reading {node_path}"))
         })
     }
 
