@@ -380,6 +380,88 @@ fn a_link_loop_is_an_error_naming_the_path() {
     assert_intact(root, &before, "link loop");
 }
 
+/// A thread swaps the manifests directory with a link to a directory outside
+/// the root, back and forth (renameat2 RENAME_EXCHANGE, bounded in count and
+/// time), while `apply` runs again and again. A path checked in one state and
+/// used in the other would write outside the root; node paths are resolved
+/// inside the root by the kernel, once per access, so the host directory is
+/// never written, whatever each run's outcome.
+#[test]
+fn a_directory_swapped_for_a_link_between_check_and_use_never_leads_outside() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+    let outside = tempfile::tempdir().unwrap();
+    let host_dir = outside.path().join("manifests");
+    copy_subtree("kubeadm-default", "etc/kubernetes/manifests", &host_dir);
+    let outside_before = snapshot(outside.path());
+    let dir = copy_fixture("kubeadm-default");
+    let root = dir.path();
+    // Where the link leads under the root holds a manifest too, so every run
+    // reads one whichever way the swap is, and goes on to write.
+    copy_subtree(
+        "kubeadm-default",
+        "etc/kubernetes/manifests",
+        &re_rooted(root, &host_dir),
+    );
+    let manifests = root.join("etc/kubernetes/manifests");
+    let swapped = root.join("etc/kubernetes/manifests.swap");
+    symlink(&host_dir, &swapped).unwrap();
+
+    let stop = AtomicBool::new(false);
+    let swaps = AtomicUsize::new(0);
+    let mut outcomes = Vec::new();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let start = Instant::now();
+            while !stop.load(Ordering::Relaxed)
+                && swaps.load(Ordering::Relaxed) < 10_000_000
+                && start.elapsed() < Duration::from_secs(60)
+            {
+                rustix::fs::renameat_with(
+                    rustix::fs::CWD,
+                    &manifests,
+                    rustix::fs::CWD,
+                    &swapped,
+                    rustix::fs::RenameFlags::EXCHANGE,
+                )
+                .unwrap();
+                swaps.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        let start = Instant::now();
+        for i in 0..40 {
+            if start.elapsed() > Duration::from_secs(40) {
+                break;
+            }
+            // Another issuer each run: every run has a manifest to write.
+            let issuer = format!("{ISSUER}/{i}");
+            let (v, code) = json_run(root, &["apply", "--issuer", &issuer, "--no-restart"]);
+            let d = differ(&snapshot(outside.path()), &outside_before);
+            if !d.is_empty() {
+                stop.store(true, Ordering::Relaxed);
+                panic!("run {i} wrote outside the root: {d:?}; its output: {v}");
+            }
+            outcomes.push(if code == 0 {
+                "ok".to_string()
+            } else {
+                v["error"].as_str().unwrap_or("?").to_string()
+            });
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    println!(
+        "{} swaps; outcomes: {outcomes:#?}",
+        swaps.load(Ordering::Relaxed)
+    );
+    assert!(swaps.load(Ordering::Relaxed) > 100, "the race ran");
+    assert!(
+        outcomes.iter().any(|o| o == "ok"),
+        "some runs wrote their manifest (inside the root): {outcomes:#?}"
+    );
+    assert!(differ(&snapshot(outside.path()), &outside_before).is_empty());
+    assert_eq!(temp_files(outside.path()), Vec::<PathBuf>::new());
+}
+
 // ---------------------------------------------------------------------------
 // Read-only, immutable, read-only mount
 // ---------------------------------------------------------------------------
@@ -454,11 +536,10 @@ fn an_immutable_config_file_is_refused_before_anything_is_written() {
 }
 
 #[test]
-fn an_append_only_config_file_fails_the_rename_and_everything_is_put_back() {
-    // The append-only attribute passes the check (access(W_OK) allows it)
-    // but the rename over the file fails: the keys already written are
-    // removed again, and the unchanged manifest is left alone (not rewritten,
-    // which would fail the same way).
+fn an_append_only_config_file_is_refused_before_anything_is_written() {
+    // The append-only attribute lets access(W_OK) through, but not the
+    // rename over the file: the check opens the file for writing (without
+    // truncating it), which fails the same way, so nothing is written.
     let dir = copy_fixture("kubeadm-default");
     let root = dir.path();
     let before = node_files(root);
@@ -471,18 +552,59 @@ fn an_append_only_config_file_fails_the_rename_and_everything_is_put_back() {
             )
         }
     };
-    let (v, code) = json_run(
-        root,
-        &apply_args(&["--generate-key", "--key-type", "ec-p256"]),
-    );
-    assert_eq!(code, 1, "{v}");
-    let msg = v["error"].as_str().unwrap();
-    assert!(
-        msg.starts_with("writing failed; every file was restored from backup")
-            && msg.contains(&format!("writing /{MANIFEST}")),
-        "{msg}"
-    );
-    assert_intact(root, &before, "append-only manifest");
+    for extra in [
+        &["--generate-key", "--key-type", "ec-p256"][..],
+        &["--check"],
+    ] {
+        let (v, code) = json_run(root, &apply_args(extra));
+        assert_eq!(code, 1, "{v}");
+        let msg = v["error"].as_str().unwrap();
+        assert!(
+            msg.contains(&format!(
+                "/{MANIFEST} cannot be replaced: Operation not permitted"
+            )) && msg.contains("append-only"),
+            "{msg}"
+        );
+        assert_intact(root, &before, "append-only manifest");
+    }
+}
+
+/// Root with another real uid (a set-uid start, `sudo` variants, `setpriv
+/// --ruid`): access(2) checks the real uid and would call a root-owned 0644
+/// manifest unwritable; the check uses the effective uid, as the write does.
+#[test]
+fn the_writability_check_uses_the_effective_uid() {
+    if !is_root() {
+        return skip("effective uid", "needs root");
+    }
+    let probe = Command::new("setpriv")
+        .args(["--ruid", "65534", "--", "true"])
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        return skip(
+            "effective uid",
+            "setpriv (util-linux) cannot set the real uid here",
+        );
+    }
+    let dir = copy_fixture("kubeadm-default");
+    let root = dir.path();
+    fs::set_permissions(root.join(MANIFEST), fs::Permissions::from_mode(0o644)).unwrap();
+    let bin = assert_cmd::cargo::cargo_bin("irsa-agent");
+    let out = Command::new("setpriv")
+        .args(["--ruid", "65534", "--"])
+        .arg(&bin)
+        .args(["--output", "json", "--root"])
+        .arg(root)
+        .args(apply_args(&[]))
+        .env_remove("IRSA_AGENT_LOG")
+        .output()
+        .unwrap();
+    let (v, code) = parse(&out);
+    assert_eq!(code, 0, "{v}");
+    assert!(fs::read_to_string(root.join(MANIFEST))
+        .unwrap()
+        .contains(ISSUER));
+    assert_eq!(mode(&root.join(MANIFEST)), 0o644);
 }
 
 /// A mount made by the test, unmounted on drop.
