@@ -8,6 +8,9 @@
 //! - `kill`: the process sends itself SIGKILL: a real crash, no clean-up.
 //! - `delay=MS`: sleep, then go on; at every hit (to widen a window, or to
 //!   hold the run lock in a test).
+//! - `pause`: print `failpoint NAME: paused` to stderr and wait until a new
+//!   termination signal arrives (at most 60 s), then go on: how the tests
+//!   send a signal at an exact step ([`crate::signals`]).
 //!
 //! `#N` acts at the N-th hit of that point only (1-based), e.g.
 //! `after-rename#2:kill` stops after the second file of a run is in place.
@@ -54,6 +57,7 @@ enum Action {
     Error,
     Kill,
     Delay(u64),
+    Pause,
 }
 
 #[derive(Debug)]
@@ -88,9 +92,10 @@ fn parse(value: &str) -> Result<Vec<Spec>> {
         let action = match action {
             "error" => Action::Error,
             "kill" => Action::Kill,
+            "pause" => Action::Pause,
             a => match a.strip_prefix("delay=").and_then(|ms| ms.parse().ok()) {
                 Some(ms) => Action::Delay(ms),
-                None => bail!("{ENV}: {item:?}: the action must be error, kill or delay=MS"),
+                None => bail!("{ENV}: {item:?}: the action must be error, kill, pause or delay=MS"),
             },
         };
         out.push(Spec {
@@ -123,7 +128,7 @@ pub fn hit(name: &str) -> Result<()> {
         let n = s.hits.fetch_add(1, Ordering::SeqCst) + 1;
         let acts = match (s.nth, s.action) {
             (Some(k), _) => n == k,
-            (None, Action::Delay(_)) => true,
+            (None, Action::Delay(_) | Action::Pause) => true,
             (None, _) => n == 1,
         };
         if !acts {
@@ -132,6 +137,14 @@ pub fn hit(name: &str) -> Result<()> {
         match s.action {
             Action::Error => bail!("failpoint {name} ({ENV})"),
             Action::Delay(ms) => std::thread::sleep(Duration::from_millis(ms)),
+            Action::Pause => {
+                let seen = crate::signals::count();
+                eprintln!("failpoint {name}: paused ({ENV})");
+                let start = std::time::Instant::now();
+                while crate::signals::count() == seen && start.elapsed() < Duration::from_secs(60) {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
             Action::Kill => {
                 eprintln!("failpoint {name}: SIGKILL ({ENV})");
                 let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
@@ -175,7 +188,7 @@ mod tests {
     fn bad_specs_are_refused_naming_the_problem() {
         for (bad, want) in [
             ("after-wirte", "unknown failpoint \"after-wirte\""),
-            ("after-write:explode", "error, kill or delay=MS"),
+            ("after-write:explode", "error, kill, pause or delay=MS"),
             ("after-write:delay=x", "delay=MS"),
             ("after-rename#0:kill", "positive"),
             ("after-rename#x", "positive"),

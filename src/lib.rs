@@ -22,6 +22,8 @@ pub mod node;
 pub mod output;
 pub mod paths;
 pub mod recovery;
+pub mod restart_pending;
 pub mod rollback;
+pub mod signals;
 pub mod system;
 pub mod verify;

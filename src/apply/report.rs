@@ -21,7 +21,7 @@ fn restart_hint(profile: &Profile) -> String {
 pub(super) fn report(node: &Node, opts: &ApplyOpts, plan: &Plan, done: &Done) -> Outcome {
     let profile = node.profile();
     let changed = !plan.changes.is_empty();
-    let pending = changed && !opts.check && opts.no_restart;
+    let pending = done.restart_pending;
     let mut o = Outcome::new();
     let files: Vec<_> = plan
         .changes
