@@ -5,8 +5,9 @@
 //! interrupted apply, the health check before the change, the restart, the
 //! waits, the verification); every call to systemd or the apiserver and every
 //! wait takes only what is left of it ([`Live::left`]). A rollback gets a
-//! fresh budget of the same length ([`Live::begin_rollback`]), so the worst
-//! case of one `apply` is about twice `--timeout` (see docs/operators.md for
+//! fresh budget of the same length, at least [`ROLLBACK_MIN`]
+//! ([`Live::begin_rollback`]), so the worst case of one `apply` is about
+//! `--timeout` + max(`--timeout`, 30 s) (see docs/operators.md for
 //! how that fits the unit's `TimeoutStartSec`). Every wait also ends within
 //! [`POLL`] of a termination signal (see [`crate::signals`]).
 
@@ -31,6 +32,10 @@ use crate::system::systemd::{ServiceManager, Systemd};
 /// ready" to "irsa-agent noticed" is at most this plus one request
 /// (benches/restart_latency.rs measures it).
 pub const POLL: Duration = Duration::from_millis(50);
+
+/// The least time a rollback gets, whatever `--timeout`: putting the old
+/// configuration back is what keeps the node usable.
+pub const ROLLBACK_MIN: Duration = Duration::from_secs(30);
 
 /// The longest one `/readyz` request may take before it counts as "not ready".
 const READY_CALL: Duration = Duration::from_secs(5);
@@ -95,11 +100,13 @@ impl Live {
         self.deadline().saturating_duration_since(Instant::now())
     }
 
-    /// A rollback starts: it gets a fresh budget of `--timeout`, and the
-    /// termination signal that may have caused it interrupts nothing more.
+    /// A rollback starts: it gets a fresh budget of `--timeout` (at least
+    /// [`ROLLBACK_MIN`]), and the termination signal that may have caused it
+    /// interrupts nothing more.
     pub fn begin_rollback(&self) {
         signals::rolling_back();
-        *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now() + self.timeout;
+        *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) =
+            Instant::now() + self.timeout.max(ROLLBACK_MIN);
     }
 
     /// Run `f` to its end, unless the budget runs out or a termination

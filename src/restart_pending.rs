@@ -62,7 +62,9 @@ pub fn recorded(root: &Sysroot) -> Option<Record> {
     match serde_json::from_str(&text) {
         Ok(r) => Some(r),
         Err(e) => {
-            tracing::warn!("{FILE} is not a record of a pending restart ({e}); taking a restart as pending");
+            tracing::warn!(
+                "{FILE} is not a record of a pending restart ({e}); taking a restart as pending"
+            );
             Some(unknown())
         }
     }

@@ -145,6 +145,9 @@ mod tests {
         assert_eq!(e.to_string(), "interrupted by SIGHUP");
         assert!(e.downcast_ref::<Interrupted>().is_some());
         rolling_back();
-        assert!(check().is_ok(), "a rollback is not interrupted by the same signal");
+        assert!(
+            check().is_ok(),
+            "a rollback is not interrupted by the same signal"
+        );
     }
 }

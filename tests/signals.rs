@@ -264,7 +264,9 @@ fn a_signal_before_the_first_write_changes_nothing() {
     let msg = v["error"].as_str().unwrap();
     assert!(msg.contains("nothing was changed"), "{msg}");
     assert!(
-        v["error_chain"].to_string().contains("interrupted by SIGINT"),
+        v["error_chain"]
+            .to_string()
+            .contains("interrupted by SIGINT"),
         "{v}"
     );
     assert_same(&node_files(dir.path()), &before, "after-lock");

@@ -132,9 +132,7 @@ impl ApiServer {
         )
         .await
         .and_then(|r| r.map_err(|e| anyhow!(describe(&e))))
-            .with_context(|| {
-                format!("requesting a token for service account {namespace}/{name}")
-            })?;
+        .with_context(|| format!("requesting a token for service account {namespace}/{name}"))?;
         answer
             .status
             .map(|s| s.token)

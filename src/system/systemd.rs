@@ -70,11 +70,9 @@ impl Systemd {
     pub async fn connect(deadline: Instant) -> Result<Self> {
         let what = "connecting to the system D-Bus to talk to systemd (is systemd running? \
                     DBUS_SYSTEM_BUS_ADDRESS overrides the bus address)";
-        let conn = by(
-            deadline,
-            || what.to_string(),
-            async { zbus::Connection::system().await.context(what) },
-        )
+        let conn = by(deadline, || what.to_string(), async {
+            zbus::Connection::system().await.context(what)
+        })
         .await?;
         Ok(Self { conn })
     }
