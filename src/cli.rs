@@ -243,8 +243,10 @@ impl ApplyOpts {
 /// How long to wait for the apiserver.
 #[derive(Debug, Args, Clone)]
 pub struct WaitOpts {
-    /// Seconds to wait for each step: the restart job, the kubelet starting the
-    /// new static pod, and /readyz answering ok.
+    /// Seconds for the whole run's waits and calls to the apiserver and
+    /// systemd (the restart job, the kubelet starting the new static pod,
+    /// /readyz answering ok, verification). When apply rolls back, the
+    /// rollback gets as long again (at least 30 s).
     #[arg(long, value_name = "SECONDS", default_value_t = 120,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub timeout: u64,

@@ -64,6 +64,7 @@ mod real {
         Error,
         Kill,
         Delay(u64),
+        Pause,
     }
 
     #[derive(Debug)]
@@ -97,9 +98,10 @@ mod real {
             let action = match action {
                 "error" => Action::Error,
                 "kill" => Action::Kill,
+                "pause" => Action::Pause,
                 a => match a.strip_prefix("delay=").and_then(|ms| ms.parse().ok()) {
                     Some(ms) => Action::Delay(ms),
-                    None => bail!("{ENV}: {item:?}: the action must be error, kill or delay=MS"),
+                    None => bail!("{ENV}: {item:?}: the action must be error, kill, pause or delay=MS"),
                 },
             };
             out.push(Spec {
@@ -128,7 +130,7 @@ mod real {
             let n = s.hits.fetch_add(1, Ordering::SeqCst) + 1;
             let acts = match (s.nth, s.action) {
                 (Some(k), _) => n == k,
-                (None, Action::Delay(_)) => true,
+                (None, Action::Delay(_) | Action::Pause) => true,
                 (None, _) => n == 1,
             };
             if !acts {
@@ -137,6 +139,15 @@ mod real {
             match s.action {
                 Action::Error => bail!("failpoint {name} ({ENV})"),
                 Action::Delay(ms) => std::thread::sleep(Duration::from_millis(ms)),
+                Action::Pause => {
+                    // Wait for a signal (the signal tests send one), at most 60 s.
+                    let seen = crate::signals::count();
+                    eprintln!("failpoint {name}: paused ({ENV})");
+                    let start = std::time::Instant::now();
+                    while crate::signals::count() == seen && start.elapsed() < Duration::from_secs(60) {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                }
                 Action::Kill => {
                     eprintln!("failpoint {name}: SIGKILL ({ENV})");
                     let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
@@ -180,7 +191,7 @@ mod real {
         fn bad_specs_are_refused_naming_the_problem() {
             for (bad, want) in [
                 ("after-wirte", "unknown failpoint \"after-wirte\""),
-                ("after-write:explode", "error, kill or delay=MS"),
+                ("after-write:explode", "error, kill, pause or delay=MS"),
                 ("after-write:delay=x", "delay=MS"),
                 ("after-rename#0:kill", "positive"),
                 ("after-rename#x", "positive"),

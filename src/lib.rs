@@ -24,6 +24,8 @@ pub mod output;
 pub mod paths;
 pub mod recovery;
 pub mod redact;
+pub mod restart_pending;
 pub mod rollback;
+pub mod signals;
 pub mod system;
 pub mod verify;

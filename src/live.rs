@@ -1,8 +1,19 @@
 //! The running apiserver: restart it the way its distribution does, wait until
-//! it is ready, and reach its API. Every wait has a deadline.
+//! it is ready, and reach its API.
+//!
+//! Deadlines: `--timeout` is the budget of the whole run (recovery of an
+//! interrupted apply, the health check before the change, the restart, the
+//! waits, the verification); every call to systemd or the apiserver and every
+//! wait takes only what is left of it ([`Live::left`]). A rollback gets a
+//! fresh budget of the same length, at least [`ROLLBACK_MIN`]
+//! ([`Live::begin_rollback`]), so the worst case of one `apply` is about
+//! `--timeout` + max(`--timeout`, 30 s) (see docs/operators.md for
+//! how that fits the unit's `TimeoutStartSec`). Every wait also ends within
+//! [`POLL`] of a termination signal (see [`crate::signals`]).
 
 use std::future::Future;
 use std::io::IsTerminal;
+use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context, Result};
@@ -12,6 +23,7 @@ use crate::distro::{Profile, RestartMethod};
 use crate::flags::{Effective, SaState};
 use crate::formats;
 use crate::node::Node;
+use crate::signals;
 use crate::system::apiserver::ApiServer;
 use crate::system::process;
 use crate::system::systemd::{ServiceManager, Systemd};
@@ -21,13 +33,22 @@ use crate::system::systemd::{ServiceManager, Systemd};
 /// (benches/restart_latency.rs measures it).
 pub const POLL: Duration = Duration::from_millis(50);
 
+/// The least time a rollback gets, whatever `--timeout`: putting the old
+/// configuration back is what keeps the node usable.
+pub const ROLLBACK_MIN: Duration = Duration::from_secs(30);
+
+/// The longest one `/readyz` request may take before it counts as "not ready".
+const READY_CALL: Duration = Duration::from_secs(5);
+
 /// A connection to the node's apiserver and what is needed to restart it.
 pub struct Live {
     rt: tokio::runtime::Runtime,
     pub api: ApiServer,
     profile: Profile,
-    /// The deadline of each wait.
+    /// The budget of the run (and again of a rollback).
     pub timeout: Duration,
+    /// When the budget running now is spent.
+    deadline: Mutex<Instant>,
     spinner: bool,
 }
 
@@ -44,18 +65,63 @@ impl Live {
             .build()
             .context("starting the async runtime")?;
         let profile = node.profile().clone();
-        let api = rt.block_on(ApiServer::connect(&node.root, &profile.admin_kubeconfig))?;
+        let deadline = Instant::now() + timeout;
+        let api = rt.block_on(async {
+            tokio::time::timeout_at(
+                deadline.into(),
+                ApiServer::connect(&node.root, &profile.admin_kubeconfig),
+            )
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "reading the admin kubeconfig {} took longer than --timeout ({}s)",
+                    profile.admin_kubeconfig,
+                    timeout.as_secs()
+                )
+            })?
+        })?;
         Ok(Self {
             rt,
             api,
             profile,
             timeout,
+            deadline: Mutex::new(deadline),
             spinner,
         })
     }
 
-    pub fn block_on<F: Future>(&self, f: F) -> F::Output {
-        self.rt.block_on(f)
+    /// The deadline of the budget running now.
+    pub fn deadline(&self) -> Instant {
+        *self.deadline.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// What is left of the budget.
+    pub fn left(&self) -> Duration {
+        self.deadline().saturating_duration_since(Instant::now())
+    }
+
+    /// A rollback starts: it gets a fresh budget of `--timeout` (at least
+    /// [`ROLLBACK_MIN`]), and the termination signal that may have caused it
+    /// interrupts nothing more.
+    pub fn begin_rollback(&self) {
+        signals::rolling_back();
+        *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) =
+            Instant::now() + self.timeout.max(ROLLBACK_MIN);
+    }
+
+    /// Run `f` to its end, unless the budget runs out or a termination
+    /// signal asks the run to stop first.
+    pub fn block_on<T>(&self, f: impl Future<Output = Result<T>>) -> Result<T> {
+        let deadline = self.deadline();
+        let budget = self.timeout.as_secs();
+        self.rt.block_on(async {
+            tokio::select! {
+                r = tokio::time::timeout_at(deadline.into(), f) => r.map_err(|_| {
+                    anyhow::anyhow!("no answer within the time left of --timeout ({budget}s for the whole run)")
+                })?,
+                sig = signals::wait_interrupted() => Err(sig.into()),
+            }
+        })
     }
 
     fn progress(&self, msg: String) -> indicatif::ProgressBar {
@@ -77,15 +143,20 @@ impl Live {
             self.api.url
         ));
         let start = Instant::now();
+        let deadline = self.deadline();
         let result = self.block_on(async {
             loop {
-                let last = match self.api.ready().await {
-                    Ok(()) => return Ok(start.elapsed()),
-                    Err(why) => why,
+                // One /readyz may not take what the run no longer has.
+                let left = deadline.saturating_duration_since(Instant::now());
+                let last = match tokio::time::timeout(left.min(READY_CALL), self.api.ready()).await {
+                    Ok(Ok(())) => return Ok(start.elapsed()),
+                    Ok(Err(why)) => why,
+                    Err(_) => format!("/readyz did not answer within {}s", left.min(READY_CALL).as_secs()),
                 };
-                if start.elapsed() >= self.timeout {
+                if Instant::now() + POLL >= deadline {
                     bail!(
-                        "the apiserver at {} was not ready within {}s {when}; last answer: {last}",
+                        "the apiserver at {} was not ready within {}s {when} (--timeout, the whole run's \
+                         budget); last answer: {last}",
                         self.api.url,
                         self.timeout.as_secs()
                     );
@@ -122,8 +193,12 @@ impl Live {
         match (self.profile.restart.method, &self.profile.restart.unit) {
             (RestartMethod::Systemd, Some(unit)) => {
                 let bar = self.progress(format!("restarting {unit} through systemd"));
+                let deadline = self.deadline();
                 let r = self.block_on(async {
-                    Systemd::connect().await?.restart(unit, self.timeout).await
+                    Systemd::connect(deadline)
+                        .await?
+                        .restart(unit, deadline)
+                        .await
                 });
                 bar.finish_and_clear();
                 r
@@ -139,6 +214,7 @@ impl Live {
                     &self.profile.detect.processes,
                     expect,
                     since,
+                    self.deadline(),
                     self.timeout,
                 ));
                 bar.finish_and_clear();
@@ -193,9 +269,9 @@ async fn wait_for_process(
     names: &[String],
     expect: &SaState,
     since: &Mark,
+    deadline: Instant,
     timeout: Duration,
 ) -> Result<u32> {
-    let start = Instant::now();
     let at = process::epoch_secs(since.at);
     loop {
         let found = process::find(names);
@@ -209,7 +285,7 @@ async fn wait_for_process(
         }) {
             return Ok(p.pid);
         }
-        if start.elapsed() >= timeout {
+        if Instant::now() + Duration::from_millis(100) >= deadline {
             let seen = if found.is_empty() {
                 format!("no process named {} runs", names.join(" or "))
             } else {
@@ -231,7 +307,8 @@ async fn wait_for_process(
                 )
             };
             bail!(
-                "the kubelet did not start a kube-apiserver with the new flags within {}s ({seen}); \
+                "the kubelet did not start a kube-apiserver with the new flags within {}s (--timeout, the \
+                 whole run's budget) ({seen}); \
                  check the kubelet's log (journalctl -u kubelet) and `crictl ps -a`",
                 timeout.as_secs()
             );

@@ -27,6 +27,16 @@ use crate::system::https;
 /// Lifetime asked for verification tokens: the shortest the apiserver allows.
 pub const TOKEN_LIFETIME: Duration = Duration::from_secs(600);
 
+/// Lifetime of the token `apply` gets before the change and reviews after
+/// it: it must outlive the rest of the run, whose budget is `--timeout`
+/// (`left`, what is left of it), plus a margin; never below the minimum of
+/// TokenRequest ([`TOKEN_LIFETIME`]).
+pub fn old_token_lifetime(left: Duration) -> Duration {
+    let wanted = left + Duration::from_secs(120);
+    // Whole minutes, as an operator reads them in an audit log.
+    TOKEN_LIFETIME.max(Duration::from_secs(wanted.as_secs().div_ceil(60) * 60))
+}
+
 /// How long a cloud provider waits for the discovery documents (AWS STS gives
 /// up after about 5 s).
 const PUBLIC_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -453,6 +463,16 @@ pub fn human_claims(o: &mut Outcome, v: &Verified) {
 mod tests {
     use super::*;
     use crate::cli::KeyType;
+
+    #[test]
+    fn the_old_token_outlives_the_whole_run() {
+        let secs = |s| old_token_lifetime(Duration::from_secs(s)).as_secs();
+        assert_eq!(secs(10), 600, "never below TokenRequest's minimum");
+        assert_eq!(secs(120), 600);
+        // A run of up to an hour keeps its old token valid until it is checked.
+        assert_eq!(secs(3600), 3720);
+        assert!(secs(1000) >= 1000 + 120);
+    }
 
     fn b64(v: &Value) -> String {
         URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap())

@@ -261,8 +261,11 @@ fn a_new_key_the_apiserver_cannot_read_is_rolled_back_on_every_distro() {
             "--generate-key",
             "--key-type",
             "ec-p256",
+            // The whole run's budget: enough for the health check and the
+            // restart under load; the static pods then wait all of it for
+            // a pod that never gets ready.
             "--timeout",
-            "4",
+            "10",
         ]);
         assert_eq!(code, 3, "{distro}: exit code 3 means rolled back: {v}");
         assert_eq!(v["rolled_back"], true, "{distro}: {v}");
@@ -305,7 +308,7 @@ fn a_wrong_issuer_served_fails_verification_and_rolls_back() {
         ));
         let issuer = issuer_for("wrong", distro);
 
-        let (v, code) = node.run(&["apply", "--issuer", &issuer, "--timeout", "10"]);
+        let (v, code) = node.run(&["apply", "--issuer", &issuer, "--timeout", "30"]);
         assert_eq!(code, 3, "{distro}: {v}");
         assert_eq!(v["rolled_back"], true, "{distro}: {v}");
         let chain = v["error_chain"].to_string();
@@ -748,7 +751,7 @@ fn a_rollback_that_cannot_bring_the_apiserver_back_exits_4() {
         "--issuer",
         "https://oidc.example.com/x4",
         "--timeout",
-        "2",
+        "20",
     ]);
     assert_eq!(code, 4, "{v}");
     assert_eq!(v["rolled_back"], true, "the old files are back: {v}");
@@ -763,7 +766,7 @@ fn a_rollback_that_cannot_bring_the_apiserver_back_exits_4() {
     assert_eq!(
         node.cluster.restarts().len(),
         2,
-        "restart, then restart back"
+        "restart, then restart back: {v}"
     );
 }
 
@@ -807,4 +810,109 @@ fn rollback_skips_an_apply_that_undid_itself() {
     assert_eq!(code, 0, "{v}");
     assert_eq!(v["rolled_back"], true, "{v}");
     assert_same_files(&node.files(), &original, "back to before the first apply");
+}
+
+#[test]
+fn a_pending_restart_is_reported_until_an_apply_verifies_it() {
+    // Without an apiserver: two `--no-restart` runs, the second has nothing
+    // to write but the apiserver was never restarted.
+    let dir = copy_fixture("kubeadm-default");
+    let issuer = "https://oidc.example.com/pending";
+    let no_restart = |human: bool| {
+        let mut c = Command::cargo_bin("irsa-agent").unwrap();
+        c.arg("--root").arg(dir.path());
+        if !human {
+            c.args(["--output", "json"]);
+        }
+        c.args(["apply", "--issuer", issuer, "--no-restart"]);
+        c.output().unwrap()
+    };
+    let first = no_restart(false);
+    let v = json_of(&first);
+    assert_eq!(first.status.code(), Some(0), "{v}");
+    assert_eq!(
+        (&v["changed"], &v["restart_pending"]),
+        (&Value::Bool(true), &Value::Bool(true)),
+        "{v}"
+    );
+    for run in 2..=3 {
+        let again = no_restart(false);
+        let v = json_of(&again);
+        assert_eq!(again.status.code(), Some(0), "run {run}: {v}");
+        assert_eq!(v["changed"], false, "run {run}: {v}");
+        assert_eq!(v["restart_pending"], true, "run {run}: {v}");
+    }
+    let human = no_restart(true);
+    assert_eq!(human.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(text.contains("already converged"), "{text}");
+    assert!(text.contains("restart:     pending"), "{text}");
+    // --check says so too, and writes nothing.
+    let out = Command::cargo_bin("irsa-agent")
+        .unwrap()
+        .arg("--root")
+        .arg(dir.path())
+        .args(["--output", "json", "apply", "--issuer", issuer, "--check"])
+        .output()
+        .unwrap();
+    assert_eq!(json_of(&out)["restart_pending"], true);
+
+    // With the simulator: pending until an apply restarts and verifies.
+    let node = Node::start("k3s-default", "k3s");
+    let issuer = issuer_for("pending", "k3s");
+    let run = |args: &[&str]| {
+        let mut all = vec!["apply", "--issuer", &issuer];
+        all.extend_from_slice(args);
+        node.run(&all)
+    };
+    let (v, code) = run(&["--no-restart"]);
+    assert_eq!(
+        (code, &v["restart_pending"]),
+        (0, &Value::Bool(true)),
+        "{v}"
+    );
+    let (v, code) = run(&["--no-restart"]);
+    assert_eq!(
+        (code, &v["restart_pending"]),
+        (0, &Value::Bool(true)),
+        "{v}"
+    );
+    // The operator restarts the apiserver; an apply verifies it runs the files.
+    node.cluster.restart().unwrap();
+    let (v, code) = run(&["--timeout", "20"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["restart_pending"], false, "{v}");
+    assert_eq!(v["verified"]["iss"], issuer.as_str(), "{v}");
+    let (v, code) = run(&["--no-restart"]);
+    assert_eq!(
+        (code, &v["restart_pending"]),
+        (0, &Value::Bool(false)),
+        "{v}"
+    );
+
+    // A restarting apply clears it too: a change written without restart,
+    // then the next change applied with one.
+    let (v, _) = node.run(&[
+        "apply",
+        "--issuer",
+        "https://oidc.example.com/pending-2",
+        "--no-restart",
+    ]);
+    assert_eq!(v["restart_pending"], true, "{v}");
+    let (v, code) = node.run(&[
+        "apply",
+        "--issuer",
+        "https://oidc.example.com/pending-3",
+        "--timeout",
+        "20",
+    ]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["restart_pending"], false, "{v}");
+    let (v, _) = node.run(&[
+        "apply",
+        "--issuer",
+        "https://oidc.example.com/pending-3",
+        "--no-restart",
+    ]);
+    assert_eq!(v["restart_pending"], false, "{v}");
 }

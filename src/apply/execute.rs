@@ -10,11 +10,13 @@ use crate::node::Node;
 use crate::output::{Exit, Failure};
 use crate::system::fs::{default_owner, Perms};
 use crate::system::{backup, Sysroot};
-use crate::{failpoint, verify};
+use crate::{failpoint, signals, verify};
 
 use super::{FileChange, Plan};
 
-/// Restart, wait for health, verify a fresh token and the old one.
+/// Restart, wait for health, verify a fresh token and the old one. A
+/// termination signal is noticed at each step boundary (and inside every
+/// wait, see [`Live::block_on`]): the error makes the caller roll back.
 pub(super) fn restart_and_verify(
     live: &Live,
     node: &Node,
@@ -25,15 +27,18 @@ pub(super) fn restart_and_verify(
     written_at: &Mark,
 ) -> Result<verify::Verified> {
     failpoint::hit("after-write")?;
+    signals::check()?;
     live.restart(&plan.target, written_at)
         .context("restarting the apiserver")?;
     failpoint::hit("after-restart")?;
+    signals::check()?;
     live.wait_ready("after the restart")?;
     let issuer = &plan.target.issuers[0];
     let expect = verify::expect_for(node, &plan.target, issuer, audience)?;
     let (_, verified) = verify::fresh(live, &opts.service_account, &expect, None)
         .context("verifying a fresh token")?;
     failpoint::hit("during-verify")?;
+    signals::check()?;
     let review = live
         .block_on(live.api.review(old_token, &[]))
         .context("checking a token issued before the change")?;
@@ -44,6 +49,7 @@ pub(super) fn restart_and_verify(
         );
     }
     failpoint::hit("before-finish")?;
+    signals::check()?;
     Ok(verified)
 }
 

@@ -8,6 +8,11 @@
 //! backup `pending`; the next apply first undoes it (see [`crate::recovery`])
 //! and then converges from the files as they were, so `rollback` afterwards
 //! still gets the original bytes back.
+//!
+//! Signals and time: a termination signal before the first write ends the
+//! run with nothing written; after it, the run rolls back as after a failed
+//! step (see [`crate::signals`]). `--timeout` is the budget of the whole run,
+//! a rollback gets its own (see [`crate::live`]).
 
 mod execute;
 mod plan;
@@ -22,7 +27,7 @@ use crate::node::{self, require_root, Node};
 use crate::output::Outcome;
 use crate::system::{backup, lock};
 use crate::verify;
-use crate::{failpoint, recovery};
+use crate::{failpoint, recovery, restart_pending, signals};
 
 use execute::{restart_and_verify, roll_back, undo_write, write};
 pub use plan::{plan, FileChange, Plan, KEY_PREFIX};
@@ -50,8 +55,10 @@ pub fn run(global: &GlobalOpts, opts: &ApplyOpts) -> Result<Outcome> {
                 b.id
             ));
         }
+        done.restart_pending = restart_pending::pending(&node.root, node.profile());
         return Ok(report(&node, opts, &plan, &done));
     }
+    signals::install()?;
     let live = if opts.no_restart {
         None
     } else {
@@ -71,6 +78,7 @@ pub fn run(global: &GlobalOpts, opts: &ApplyOpts) -> Result<Outcome> {
     }
     let _lock = lock::acquire(&node.root)?;
     failpoint::hit("after-lock")?;
+    signals::check().context(NOTHING_WRITTEN)?;
     // Under the lock: an apply that was interrupted is undone first, and this
     // run plans again from the files as they were before it.
     let (node, plan) = match recovery::recover(&node, live.as_ref())? {
@@ -100,6 +108,7 @@ pub fn run(global: &GlobalOpts, opts: &ApplyOpts) -> Result<Outcome> {
     if plan.changes.is_empty() {
         return converged(&node, opts, &plan, done, live.as_ref(), &issuer, audience);
     }
+    signals::check().context(NOTHING_WRITTEN)?;
     // Before touching anything: the apiserver is healthy and a token issued
     // now can be checked after the change.
     let old_token = match &live {
@@ -113,13 +122,14 @@ pub fn run(global: &GlobalOpts, opts: &ApplyOpts) -> Result<Outcome> {
                     &opts.service_account.namespace,
                     &opts.service_account.name,
                     &[],
-                    verify::TOKEN_LIFETIME,
+                    verify::old_token_lifetime(live.left()),
                 ))
                 .context("getting a token under the current configuration; nothing was changed")?;
             Some(token)
         }
         None => None,
     };
+    signals::check().context(NOTHING_WRITTEN)?;
     let written_at = live.as_ref().map(Live::mark);
     let mut backup = write(&node.root, &plan.changes, opts.keep_backups())?;
     done.backup = Some(backup.id.clone());
@@ -132,13 +142,27 @@ pub fn run(global: &GlobalOpts, opts: &ApplyOpts) -> Result<Outcome> {
                 done.restarted = true;
                 done.verified = Some(v);
                 done.old_token_authenticated = Some(true);
+                forget_pending_restart(&node);
             }
-            Err(cause) => return Err(roll_back(live, &node, &backup, cause)),
+            Err(cause) => {
+                live.begin_rollback();
+                return Err(roll_back(live, &node, &backup, cause));
+            }
         }
-    } else if let Err(cause) =
-        failpoint::hit("after-write").and_then(|()| failpoint::hit("before-finish"))
+    } else if let Err(cause) = failpoint::hit("after-write")
+        .and_then(|()| signals::check())
+        .and_then(|()| failpoint::hit("before-finish"))
+        .and_then(|()| signals::check())
     {
+        signals::rolling_back();
         return Err(undo_write(&node.root, &mut backup, cause));
+    } else {
+        // The files now wait for a restart: every later run says so until
+        // one restarts and verifies.
+        if let Err(e) = restart_pending::record(&node.root, node.profile(), &plan.target.issuers) {
+            tracing::warn!("{e:#}");
+        }
+        done.restart_pending = true;
     }
     // Done: the backup no longer marks an interrupted run. Failing to record
     // that only costs the next apply an undo and redo of this change.
@@ -146,6 +170,16 @@ pub fn run(global: &GlobalOpts, opts: &ApplyOpts) -> Result<Outcome> {
         tracing::warn!("could not mark backup {} as finished: {e:#}", backup.id);
     }
     Ok(report(&node, opts, &plan, &done))
+}
+
+/// What an interrupted run says when it stopped before writing.
+const NOTHING_WRITTEN: &str = "stopped before this run wrote anything; nothing was changed";
+
+/// The apiserver was restarted and verified on the files: no restart pending.
+fn forget_pending_restart(node: &Node) {
+    if let Err(e) = restart_pending::clear(&node.root) {
+        tracing::warn!("{e:#}");
+    }
 }
 
 /// Nothing to write: with a live apiserver, prove it runs the converged files.
@@ -165,6 +199,9 @@ fn converged(
                     may be pending from an earlier `apply --no-restart`; restart the apiserver, then run apply again";
         let (_, v) = verify::fresh(live, &opts.service_account, &expect, Some(hint))?;
         done.verified = Some(v);
+        forget_pending_restart(node);
+    } else {
+        done.restart_pending = restart_pending::pending(&node.root, node.profile());
     }
     Ok(report(node, opts, plan, &done))
 }
@@ -178,4 +215,7 @@ pub(crate) struct Done {
     pub(crate) restarted: bool,
     pub(crate) verified: Option<verify::Verified>,
     pub(crate) old_token_authenticated: Option<bool>,
+    /// The files wait for a restart (written by this run or an earlier
+    /// `--no-restart` one, see [`crate::restart_pending`]).
+    pub(crate) restart_pending: bool,
 }

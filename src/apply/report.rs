@@ -132,7 +132,7 @@ fn advice(profile: &Profile, target: &SaState) -> Vec<String> {
 pub(super) fn report(node: &Node, opts: &ApplyOpts, plan: &Plan, done: &Done) -> Outcome {
     let profile = node.profile();
     let changed = !plan.changes.is_empty();
-    let pending = changed && !opts.check && opts.no_restart;
+    let pending = done.restart_pending;
     // `-v` (or IRSA_AGENT_LOG at info) shows the details.
     let verbose = tracing::enabled!(tracing::Level::INFO);
     let width = output::width();

@@ -14,6 +14,18 @@ use kube::{Api, Client, Config};
 
 use super::Sysroot;
 
+/// The longest one request to the apiserver may take, whatever the caller's
+/// deadline (which [`crate::live::Live::block_on`] adds): a connection that
+/// accepts and never answers must not hold the run.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `call`, or an error after [`CALL_TIMEOUT`].
+async fn bounded<T>(what: &str, call: impl std::future::Future<Output = T>) -> Result<T> {
+    tokio::time::timeout(CALL_TIMEOUT, call)
+        .await
+        .map_err(|_| anyhow!("{what}: no answer within {}s", CALL_TIMEOUT.as_secs()))
+}
+
 /// A client for the node's own apiserver.
 #[derive(Clone)]
 pub struct ApiServer {
@@ -90,10 +102,11 @@ impl ApiServer {
         let req = http::Request::get("/readyz")
             .body(Vec::new())
             .map_err(|e| e.to_string())?;
-        match self.client.request_text(req).await {
-            Ok(body) if body.trim() == "ok" => Ok(()),
-            Ok(body) => Err(format!("/readyz answered {:?}", body.trim())),
-            Err(e) => Err(describe(&e)),
+        match bounded("GET /readyz", self.client.request_text(req)).await {
+            Ok(Ok(body)) if body.trim() == "ok" => Ok(()),
+            Ok(Ok(body)) => Err(format!("/readyz answered {:?}", body.trim())),
+            Ok(Err(e)) => Err(describe(&e)),
+            Err(e) => Err(e.to_string()),
         }
     }
 
@@ -114,13 +127,13 @@ impl ApiServer {
             },
             ..Default::default()
         };
-        let answer = api
-            .create_token_request(name, &PostParams::default(), &request)
-            .await
-            .map_err(|e| anyhow!(describe(&e)))
-            .with_context(|| {
-                format!("requesting a token for service account {namespace}/{name}")
-            })?;
+        let answer = bounded(
+            "TokenRequest",
+            api.create_token_request(name, &PostParams::default(), &request),
+        )
+        .await
+        .and_then(|r| r.map_err(|e| anyhow!(describe(&e))))
+        .with_context(|| format!("requesting a token for service account {namespace}/{name}"))?;
         answer
             .status
             .map(|s| s.token)
@@ -138,10 +151,9 @@ impl ApiServer {
             },
             ..Default::default()
         };
-        let answer = api
-            .create(&PostParams::default(), &review)
+        let answer = bounded("TokenReview", api.create(&PostParams::default(), &review))
             .await
-            .map_err(|e| anyhow!(describe(&e)))
+            .and_then(|r| r.map_err(|e| anyhow!(describe(&e))))
             .context("sending a TokenReview")?;
         let status = answer.status.unwrap_or_default();
         Ok(Review {

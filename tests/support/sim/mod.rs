@@ -179,6 +179,10 @@ pub enum Fault {
     /// modes can't). A start whose key/signing-key file matches refuses to
     /// start ("permission denied"). Persistent until cleared.
     UnreadablePrefix(String),
+    /// The next `RestartUnit` call on the fake systemd is never answered (a
+    /// wedged PID 1): no reply, no job, no restart. One-shot: the call
+    /// after it is served normally.
+    RestartUnitNeverAnswers,
 }
 
 /// A snapshot of the simulated control plane.
@@ -236,6 +240,8 @@ pub struct State {
     pub first_ready_served_at: Option<Instant>,
     pub wrong_issuer: Option<String>,
     pub unreadable: Vec<String>,
+    /// [`Fault::RestartUnitNeverAnswers`] is armed.
+    pub restart_unit_hangs: bool,
     pub strict_signing_key_check: bool,
     pub restarts: Vec<(String, String)>,
     pub subscribe_calls: u64,
@@ -351,6 +357,7 @@ impl Cluster {
                 first_ready_served_at: None,
                 wrong_issuer: None,
                 unreadable: Vec::new(),
+                restart_unit_hangs: false,
                 strict_signing_key_check: true,
                 restarts: Vec::new(),
                 subscribe_calls: 0,
@@ -501,6 +508,7 @@ impl Cluster {
         match fault {
             Fault::WrongIssuerOnNextStart(iss) => st.wrong_issuer = Some(iss),
             Fault::UnreadablePrefix(p) => st.unreadable.push(p),
+            Fault::RestartUnitNeverAnswers => st.restart_unit_hangs = true,
         }
     }
 
@@ -508,6 +516,7 @@ impl Cluster {
         let mut st = self.shared.state.lock().unwrap();
         st.wrong_issuer = None;
         st.unreadable.clear();
+        st.restart_unit_hangs = false;
     }
 
     /// Whether a signing key whose public half is in no key file refuses the

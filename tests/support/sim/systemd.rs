@@ -19,7 +19,10 @@
 //! `activating` while restarting, `failed` after a refused start) and
 //! `SubState` (`running`, `start`, `failed`).
 //!
-//! Every RestartUnit call is recorded, whatever the unit or mode.
+//! Every RestartUnit call is recorded, whatever the unit or mode. With
+//! `Fault::RestartUnitNeverAnswers` armed, the next call is recorded and
+//! never answered (method calls are served each in its own task, so the
+//! calls after it are answered).
 //! Simplification: JobRemoved is sent whether or not anyone subscribed (real
 //! systemd sends it to subscribers and to the client that queued the job).
 
@@ -105,6 +108,10 @@ impl Manager {
             .unwrap()
             .restarts
             .push((name.to_string(), mode.to_string()));
+        let hang = std::mem::take(&mut self.shared.state.lock().unwrap().restart_unit_hangs);
+        if hang {
+            std::future::pending::<()>().await;
+        }
         if name != self.unit {
             return Err(SystemdError::NoSuchUnit(format!("Unit {name} not found.")));
         }

@@ -51,7 +51,7 @@ options:
     description: The service account (NAMESPACE/NAME) whose fresh token proves the change.
     type: str
   timeout:
-    description: Seconds to wait for each step of the restart.
+    description: Seconds for the whole run's waits (a rollback gets as long again).
     type: int
   no_restart:
     description: Only write the files; the result says C(restart_pending).
