@@ -247,7 +247,10 @@ pub fn edit(
         } else {
             "+="
         };
-        items.extend(rest.iter().map(|v| format!("{API_AUDIENCES}{op}{v}")));
+        items.extend(rest.iter().map(|v| {
+            let v = crate::flags::write_csv(std::slice::from_ref(v));
+            format!("{API_AUDIENCES}{op}{v}")
+        }));
     }
     // Key files: appended.
     let Some(rest) = target.key_files.strip_prefix(cur.key_files.as_slice()) else {

@@ -49,7 +49,7 @@ pub fn read_args(profile: &Profile, files: &ConfigSet) -> Result<Vec<Arg>> {
     let files = &without_bom(profile, files);
     let main = files.get(&profile.config);
     let missing = || missing_config(profile);
-    match profile.format {
+    let args = match profile.format {
         Format::Args => args::read(&profile.config, main.ok_or_else(missing)?, &profile.vars),
         Format::Manifest => manifest::read(&profile.config, main.ok_or_else(missing)?),
         Format::K3s => k3s::read(
@@ -63,7 +63,9 @@ pub fn read_args(profile: &Profile, files: &ConfigSet) -> Result<Vec<Arg>> {
             main.map(String::as_str).unwrap_or(""),
             &profile.default_args(),
         ),
-    }
+    }?;
+    crate::flags::check_audience_values(&args)?;
+    Ok(args)
 }
 
 /// Values no configuration format can carry to kube-apiserver as themselves:
@@ -96,12 +98,6 @@ fn check_target(target: &SaState) -> Result<()> {
         }
         if v.chars().any(char::is_control) || v.starts_with(BOM) {
             bail!("cannot write --{flag}={v:?}: it holds a control character");
-        }
-        if flag == API_AUDIENCES && v.contains([',', '"']) {
-            bail!(
-                "cannot write the audience {v:?}: kube-apiserver reads --{flag} as comma-separated \
-                 values with CSV quoting"
-            );
         }
     }
     Ok(())
