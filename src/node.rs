@@ -46,7 +46,14 @@ pub fn load_files(root: &Sysroot, profile: &Profile) -> Result<ConfigSet> {
 
 /// Detect the distribution and read its service-account settings.
 pub fn inspect(root: Sysroot, forced: Option<&str>) -> Result<Node> {
-    let detection = distro::detect(&root, forced)?;
+    let mut detection = distro::detect(&root, forced)?;
+    if let Some(spec) = detection.profile.unit.clone() {
+        if let Some(cl) =
+            distro::unit::load(&root, &spec).map_err(|e| distro::unit::unit_error(&spec, e))?
+        {
+            distro::unit::apply_to_profile(&mut detection.profile, &spec, &cl);
+        }
+    }
     let profile = &detection.profile;
     let files = load_files(&root, profile)?;
     let args = formats::read_args(profile, &files)?;

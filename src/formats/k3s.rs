@@ -192,7 +192,26 @@ pub fn read(
     defaults: &[(String, String)],
     distro: &str,
 ) -> Result<Vec<Arg>> {
-    Ok(get_args(defaults, distro, &merged_list(files, config)?))
+    read_with_command_line(files, config, defaults, distro, &[])
+}
+
+/// The apiserver arguments the files and the unit's command line yield: the
+/// command line's `--kube-apiserver-arg` items come after every file's
+/// (k3s `configfilearg.Parse`).
+pub fn read_with_command_line(
+    files: &ConfigSet,
+    config: &str,
+    defaults: &[(String, String)],
+    distro: &str,
+    command_line: &[(String, Source)],
+) -> Result<Vec<Arg>> {
+    let mut list = merged_list(files, config)?;
+    list.extend(command_line.iter().map(|(text, source)| ListItem {
+        text: text.clone(),
+        source: source.clone(),
+        token: None,
+    }));
+    Ok(get_args(defaults, distro, &list))
 }
 
 /// The drop-in irsa-agent owns: regenerated so that the files together yield

@@ -52,11 +52,12 @@ pub fn read_args(profile: &Profile, files: &ConfigSet) -> Result<Vec<Arg>> {
     let args = match profile.format {
         Format::Args => args::read(&profile.config, main.ok_or_else(missing)?, &profile.vars),
         Format::Manifest => manifest::read(&profile.config, main.ok_or_else(missing)?),
-        Format::K3s => k3s::read(
+        Format::K3s => k3s::read_with_command_line(
             files,
             &profile.config,
             &profile.default_args(),
             &profile.name,
+            &profile.command_line,
         ),
         Format::K0s => k0s::read(
             &profile.config,
