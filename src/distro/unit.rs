@@ -418,6 +418,24 @@ pub fn check_plan(
             );
         }
     }
+    // Audiences and key files the unit adds come after anything a drop-in
+    // writes: a plan that changes those lists cannot keep their order.
+    for flag in [crate::flags::API_AUDIENCES, crate::flags::KEY_FILE] {
+        let changes = if flag == crate::flags::KEY_FILE {
+            target.key_files != current.key_files
+        } else {
+            target.api_audiences != current.api_audiences
+        };
+        if let Some((item, src)) = items.iter().find(|(t, _)| item_flag(t).0 == flag) {
+            if changes {
+                bail!(
+                    "{src}: {unit} runs with --kube-apiserver-arg={item}, which comes after any config \
+                     file's --{flag} so the new list cannot be written in order; remove it from the unit \
+                     (then systemctl daemon-reload) and put it in the config file"
+                );
+            }
+        }
+    }
     Ok(())
 }
 

@@ -224,15 +224,37 @@ pub fn edit(
     distro: &str,
     target: &SaState,
 ) -> Result<ConfigSet> {
+    edit_with_command_line(files, config, dropin, defaults, distro, &[], target)
+}
+
+/// [`edit`] on a node whose unit's command line adds `command_line` items
+/// after every file's (they are read, never edited).
+pub fn edit_with_command_line(
+    files: &ConfigSet,
+    config: &str,
+    dropin: &str,
+    defaults: &[(String, String)],
+    distro: &str,
+    command_line: &[(String, Source)],
+    target: &SaState,
+) -> Result<ConfigSet> {
+    let with_cl = |mut list: Vec<ListItem>| {
+        list.extend(command_line.iter().map(|(text, source)| ListItem {
+            text: text.clone(),
+            source: source.clone(),
+            token: None,
+        }));
+        list
+    };
     // Already there (whatever the drop-in looks like): nothing to write.
-    let now = get_args(defaults, distro, &merged_list(files, config)?);
+    let now = get_args(defaults, distro, &with_cl(merged_list(files, config)?));
     if Effective::from_args(&now).state() == *target {
         return Ok(files.clone());
     }
     let mut base: ConfigSet = files.clone();
     base.remove(dropin);
     let base_list = merged_list(&base, config)?;
-    let base_args = get_args(defaults, distro, &base_list);
+    let base_args = get_args(defaults, distro, &with_cl(base_list.clone()));
     let base_eff = Effective::from_args(&base_args);
     let cur = base_eff.state();
     let mut items: Vec<String> = Vec::new();

@@ -155,12 +155,13 @@ fn write_stripped(profile: &Profile, files: &ConfigSet, target: &SaState) -> Res
                 .dropin
                 .as_deref()
                 .ok_or_else(|| anyhow!("profile {} names no drop-in", profile.name))?;
-            out = k3s::edit(
+            out = k3s::edit_with_command_line(
                 files,
                 &profile.config,
                 dropin,
                 &profile.default_args(),
                 &profile.name,
+                &profile.command_line,
                 target,
             )?;
         }
