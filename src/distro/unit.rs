@@ -387,7 +387,7 @@ pub fn check_plan(
             let (n, op, v) = item_flag(t);
             (n == ISSUER && op == Some('-')).then_some((t, s, v))
         })
-        .last()
+        .next_back()
     {
         if target.issuers.first().map(String::as_str) != Some(value)
             && target.issuers != current.issuers
@@ -406,7 +406,7 @@ pub fn check_plan(
             let (n, _, v) = item_flag(t);
             (n == SIGNING_KEY_FILE).then_some((t, s, v))
         })
-        .last()
+        .next_back()
     {
         if target.signing_key_file.as_deref() != Some(value)
             && target.signing_key_file != current.signing_key_file
