@@ -249,3 +249,41 @@ fn a_missing_environment_file_is_a_one_line_error() {
     assert!(!err.contains('\n'), "{err}");
     assert_eq!(snapshot(root), before);
 }
+
+/// k0s single-node: `system:konnectivity-server` is no default audience, so it
+/// is neither shown nor written as a newly accepted audience.
+#[test]
+fn k0s_single_has_no_konnectivity_audience() {
+    let root = support::fixture_path("k0s-single");
+    let v = detect_agrees(&root, "k0s");
+    assert_eq!(
+        values(&v, "api_audiences"),
+        ["https://kubernetes.default.svc"]
+    );
+    let v = detect_agrees(&support::fixture_path("k0s-default"), "k0s");
+    assert!(values(&v, "api_audiences").contains(&"system:konnectivity-server".to_string()));
+
+    let dir = copy_fixture("k0s-single");
+    let root = dir.path();
+    let (v, code) = run(
+        root,
+        &[
+            "apply",
+            "--issuer",
+            "https://oidc.example.com",
+            "--no-restart",
+        ],
+    );
+    assert_eq!(code, 0, "{v}");
+    let s = sa_settings(&apiserver_args(root, "k0s").unwrap()).unwrap();
+    assert!(
+        !s.audiences
+            .contains(&"system:konnectivity-server".to_string()),
+        "{s:?}"
+    );
+    let k0s_yaml = std::fs::read_to_string(root.join("etc/k0s/k0s.yaml")).unwrap();
+    assert!(
+        !k0s_yaml.contains("system:konnectivity-server"),
+        "{k0s_yaml}"
+    );
+}

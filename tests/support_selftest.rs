@@ -332,6 +332,15 @@ fn audiences_are_one_csv_record() {
     assert!(pflag_read_csv("\"").is_err());
 }
 
+/// `k0s install controller --single`: no konnectivity, so no
+/// `system:konnectivity-server` audience.
+#[test]
+fn k0s_single() {
+    let s = settings_of("k0s-single", "k0s");
+    assert_eq!(s.audiences, ["https://kubernetes.default.svc"]);
+    assert_eq!(s.issuers, ["https://kubernetes.default.svc"]);
+}
+
 #[test]
 fn k0s_default() {
     assert_eq!(
@@ -426,6 +435,7 @@ fn every_fixture_case_is_tested() {
         cases,
         [
             "k0s-default",
+            "k0s-single",
             "k3s-default",
             "k3s-dropins",
             "k3s-unit-pinned",

@@ -170,7 +170,7 @@ pub fn parse_env_file(text: &str, into: &mut BTreeMap<String, String>) {
 /// The `[Service]` settings that matter, in file order (main unit, then the
 /// drop-ins in name order).
 #[derive(Debug, Default)]
-struct Service {
+pub struct Service {
     exec_start: Option<(String, Source)>,
     /// (path, optional, where it is named)
     env_files: Vec<(String, bool, Source)>,
@@ -225,13 +225,17 @@ fn read_service(files: &[(String, String)], unit_name: &str, svc: &mut Service) 
     Ok(())
 }
 
-/// Read the unit `spec` names from the node. None when no unit file exists
-/// (the distribution then runs with its config files alone).
-pub fn load(root: &Sysroot, spec: &UnitSpec) -> Result<Option<CommandLine>> {
-    let Some(main) = spec
-        .dirs
+/// The `ExecStart=` in effect of unit `name` (searched in `dirs`), split
+/// into words with the unit's environment expanded, with its file and line,
+/// and the unit's environment. None when no unit file exists.
+pub fn exec_start(
+    root: &Sysroot,
+    name: &str,
+    dirs: &[String],
+) -> Result<Option<(Vec<String>, Source, BTreeMap<String, String>, Service)>> {
+    let Some(main) = dirs
         .iter()
-        .map(|d| format!("{d}/{}", spec.name))
+        .map(|d| format!("{d}/{name}"))
         .find(|p| root.exists(p))
     else {
         return Ok(None);
@@ -240,8 +244,8 @@ pub fn load(root: &Sysroot, spec: &UnitSpec) -> Result<Option<CommandLine>> {
     // Drop-ins from every unit directory, by file name; a name in a higher
     // priority directory hides the same name further down.
     let mut dropins: BTreeMap<String, String> = BTreeMap::new();
-    for d in spec.dirs.iter().rev() {
-        let dir = format!("{d}/{}.d", spec.name);
+    for d in dirs.iter().rev() {
+        let dir = format!("{d}/{name}.d");
         if !root.exists(&dir) {
             continue;
         }
@@ -257,7 +261,7 @@ pub fn load(root: &Sysroot, spec: &UnitSpec) -> Result<Option<CommandLine>> {
         }
     }
     let mut svc = Service::default();
-    read_service(&files, &spec.name, &mut svc)?;
+    read_service(&files, name, &mut svc)?;
     let mut env = BTreeMap::new();
     for (p, optional, src) in &svc.env_files {
         match root.read_optional(p)? {
@@ -275,9 +279,30 @@ pub fn load(root: &Sysroot, spec: &UnitSpec) -> Result<Option<CommandLine>> {
             }
         }
     }
-    let mut cl = match &svc.exec_start {
-        Some((cmd, src)) => command_line(cmd, src, &env)?,
-        None => CommandLine::default(),
+    let (words, src) = match &svc.exec_start {
+        Some((cmd, src)) => {
+            let cmd = cmd.trim_start_matches(['-', '@', '+', '!', ':']);
+            let words = split_words(cmd, &src.to_string())?
+                .into_iter()
+                .map(|w| expand(&w, &env))
+                .collect();
+            (words, src.clone())
+        }
+        None => (Vec::new(), Source::line(&main, 0)),
+    };
+    Ok(Some((words, src, env, svc)))
+}
+
+/// Read the unit `spec` names from the node. None when no unit file exists
+/// (the distribution then runs with its config files alone).
+pub fn load(root: &Sysroot, spec: &UnitSpec) -> Result<Option<CommandLine>> {
+    let Some((words, src, env, svc)) = exec_start(root, &spec.name, &spec.dirs)? else {
+        return Ok(None);
+    };
+    let mut cl = if words.is_empty() {
+        CommandLine::default()
+    } else {
+        command_words(&words, &src)?
     };
     if cl.config.is_none() {
         if let Some(v) = env.get(&spec.config_env).filter(|v| !v.is_empty()) {
@@ -285,11 +310,39 @@ pub fn load(root: &Sysroot, spec: &UnitSpec) -> Result<Option<CommandLine>> {
                 .env_files
                 .first()
                 .map(|f| f.2.clone())
-                .unwrap_or_else(|| Source::line(&main, 0));
+                .unwrap_or_else(|| src.clone());
             cl.config = Some((v.clone(), src));
         }
     }
     Ok(Some(cl))
+}
+
+/// k0s: does the controller's unit turn konnectivity off (`--single`, or
+/// `--disable-components` naming `konnectivity-server`)? Then k0s does not
+/// add `system:konnectivity-server` to `--api-audiences`.
+pub fn k0s_konnectivity_off(root: &Sysroot, name: &str, dirs: &[String]) -> Result<bool> {
+    let Some((words, ..)) = exec_start(root, name, dirs)? else {
+        return Ok(false);
+    };
+    let mut it = words.iter().peekable();
+    while let Some(w) = it.next() {
+        let w = w
+            .strip_prefix("--")
+            .or_else(|| w.strip_prefix('-'))
+            .unwrap_or("");
+        if w == "single" || w == "single=true" {
+            return Ok(true);
+        }
+        let list = match w.split_once('=') {
+            Some(("disable-components", v)) => Some(v.to_string()),
+            None if w == "disable-components" => it.next().cloned(),
+            _ => None,
+        };
+        if list.is_some_and(|l| l.split(',').any(|c| c.trim() == "konnectivity-server")) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// The binary's flags on one `ExecStart=` line.
@@ -303,6 +356,11 @@ pub fn command_line(
         .into_iter()
         .map(|w| expand(&w, env))
         .collect();
+    command_words(&words, src)
+}
+
+/// The binary's flags among `words` (the binary first).
+fn command_words(words: &[String], src: &Source) -> Result<CommandLine> {
     let mut cl = CommandLine {
         exec_start: Some(src.clone()),
         ..CommandLine::default()

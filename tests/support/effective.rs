@@ -720,7 +720,10 @@ pub fn k0s_args(root: &Path) -> Result<Vec<String>> {
         .lines()
         .find(|l| l.trim_start().starts_with("ExecStart="))
         .unwrap_or("");
-    let konnectivity = !(exec.split_whitespace().any(|w| w == "--single")
+    // `k0s install controller --single` writes the flag as `--single=true`.
+    let konnectivity = !(exec
+        .split_whitespace()
+        .any(|w| w == "--single" || w == "--single=true")
         || (exec.contains("--disable-components") && exec.contains("konnectivity-server")));
 
     let api = cfg.get("spec").and_then(|s| s.get("api"));
