@@ -225,14 +225,14 @@ fn read_service(files: &[(String, String)], unit_name: &str, svc: &mut Service) 
     Ok(())
 }
 
+/// The words of the `ExecStart=` in effect, its file and line, the unit's
+/// environment, and its `[Service]` settings.
+pub type ExecStart = (Vec<String>, Source, BTreeMap<String, String>, Service);
+
 /// The `ExecStart=` in effect of unit `name` (searched in `dirs`), split
 /// into words with the unit's environment expanded, with its file and line,
 /// and the unit's environment. None when no unit file exists.
-pub fn exec_start(
-    root: &Sysroot,
-    name: &str,
-    dirs: &[String],
-) -> Result<Option<(Vec<String>, Source, BTreeMap<String, String>, Service)>> {
+pub fn exec_start(root: &Sysroot, name: &str, dirs: &[String]) -> Result<Option<ExecStart>> {
     let Some(main) = dirs
         .iter()
         .map(|d| format!("{d}/{name}"))
