@@ -22,7 +22,7 @@ pub fn v1beta3_extra_args(s: &SaState) -> String {
         }
     };
     put(ISSUER, s.issuers.first());
-    let aud = s.api_audiences.join(",");
+    let aud = crate::flags::write_csv(&s.api_audiences);
     put(API_AUDIENCES, (!aud.is_empty()).then_some(&aud));
     put(KEY_FILE, s.key_files.last());
     put(SIGNING_KEY_FILE, s.signing_key_file.as_ref());

@@ -46,7 +46,38 @@ pub fn load_files(root: &Sysroot, profile: &Profile) -> Result<ConfigSet> {
 
 /// Detect the distribution and read its service-account settings.
 pub fn inspect(root: Sysroot, forced: Option<&str>) -> Result<Node> {
-    let detection = distro::detect(&root, forced)?;
+    let mut detection = distro::detect(&root, forced)?;
+    if let Some(spec) = detection.profile.unit.clone() {
+        if let Some(cl) =
+            distro::unit::load(&root, &spec).map_err(|e| distro::unit::unit_error(&spec, e))?
+        {
+            distro::unit::apply_to_profile(&mut detection.profile, &spec, &cl);
+        }
+    }
+    if detection.profile.format == Format::K0s {
+        if let Some(unit) = detection.profile.restart.unit.clone() {
+            let dirs = [
+                "/etc/systemd/system",
+                "/usr/local/lib/systemd/system",
+                "/usr/lib/systemd/system",
+            ]
+            .map(String::from);
+            if distro::unit::k0s_konnectivity_off(&root, &unit, &dirs)? {
+                if let Some(a) = detection
+                    .profile
+                    .defaults
+                    .get_mut(crate::flags::API_AUDIENCES)
+                {
+                    *a = crate::flags::write_csv(
+                        &crate::flags::read_csv(a)?
+                            .into_iter()
+                            .filter(|x| x != "system:konnectivity-server")
+                            .collect::<Vec<_>>(),
+                    );
+                }
+            }
+        }
+    }
     let profile = &detection.profile;
     let files = load_files(&root, profile)?;
     let args = formats::read_args(profile, &files)?;

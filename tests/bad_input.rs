@@ -322,8 +322,17 @@ fn static_pod_manifest() {
         // `- --flag` `- value`: pflag takes the next item as the value.
         ("separate-items", Works),
         ("quoted", Works),
-        // pflag reads --api-audiences as CSV; quotes inside the item are not carried over.
-        ("quoted-audiences-csv", Refused(&["CSV quoting"])),
+        // pflag reads --api-audiences as CSV: the quoted value is ONE audience
+        // (comma included), kept and written back quoted.
+        ("quoted-audiences-csv", Works),
+        // A lone quote is not CSV: kube-apiserver would not start.
+        (
+            "unbalanced-audiences-quote",
+            Refused(&[
+                "kube-apiserver.yaml:38: --api-audiences=",
+                "missing \" in quoted-field",
+            ]),
+        ),
         (
             "missing-value",
             Refused(&["line 43: --service-account-key-file has no value after it"]),

@@ -278,6 +278,69 @@ fn rke2_default() {
     assert!(args.contains(&"--secure-port=6443".to_string()));
 }
 
+/// The install script's unit: `-=` pins an issuer in front and a signing key
+/// that wins, both read from the unit; `K3S_CONFIG_FILE` in the unit's
+/// environment file names the config file.
+#[test]
+fn k3s_unit_pinned() {
+    let tls = "/var/lib/rancher/k3s/server/tls";
+    assert_eq!(
+        settings_of("k3s-unit-pinned", "k3s"),
+        sa(
+            &["https://pinned.example.com", KUBEADM_ISSUER],
+            &[&format!("{tls}/service.key")],
+            &format!("{tls}/service.key"),
+            &[KUBEADM_ISSUER, "k3s"],
+            true
+        )
+    );
+    let args = apiserver_args(&fixture_path("k3s-unit-pinned"), "k3s").unwrap();
+    assert!(
+        args.contains(&"--audit-log-maxage=30".to_string()),
+        "site.yaml is read: {args:?}"
+    );
+}
+
+/// A `systemctl edit` drop-in resets ExecStart: the cluster domain moves the
+/// defaults, `${MAXAGE}` comes from `Environment=`.
+#[test]
+fn rke2_unit_dropin() {
+    let tls = "/var/lib/rancher/rke2/server/tls";
+    let issuer = "https://kubernetes.default.svc.corp.internal";
+    assert_eq!(
+        settings_of("rke2-unit-dropin", "rke2"),
+        sa(
+            &[issuer],
+            &[&format!("{tls}/service.key")],
+            &format!("{tls}/service.current.key"),
+            &[issuer, "rke2"],
+            true
+        )
+    );
+    let args = apiserver_args(&fixture_path("rke2-unit-dropin"), "rke2").unwrap();
+    assert!(
+        args.contains(&"--audit-log-maxage=30".to_string()),
+        "{args:?}"
+    );
+}
+
+#[test]
+fn audiences_are_one_csv_record() {
+    use support::effective::pflag_read_csv;
+    assert_eq!(pflag_read_csv("\"a,b\",c").unwrap(), ["a,b", "c"]);
+    assert_eq!(pflag_read_csv("a,,b").unwrap(), ["a", "", "b"]);
+    assert!(pflag_read_csv("\"").is_err());
+}
+
+/// `k0s install controller --single`: no konnectivity, so no
+/// `system:konnectivity-server` audience.
+#[test]
+fn k0s_single() {
+    let s = settings_of("k0s-single", "k0s");
+    assert_eq!(s.audiences, ["https://kubernetes.default.svc"]);
+    assert_eq!(s.issuers, ["https://kubernetes.default.svc"]);
+}
+
 #[test]
 fn k0s_default() {
     assert_eq!(
@@ -372,8 +435,10 @@ fn every_fixture_case_is_tested() {
         cases,
         [
             "k0s-default",
+            "k0s-single",
             "k3s-default",
             "k3s-dropins",
+            "k3s-unit-pinned",
             "kubeadm-audiences",
             "kubeadm-custom-key",
             "kubeadm-default",
@@ -382,6 +447,7 @@ fn every_fixture_case_is_tested() {
             "microk8s-default",
             "minikube-default",
             "rke2-default",
+            "rke2-unit-dropin",
         ]
     );
 }

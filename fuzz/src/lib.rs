@@ -292,8 +292,8 @@ pub fn has_empty_audience(text: &str) -> bool {
     })
 }
 
-/// Does kube-apiserver get an `--api-audiences` value with an empty
-/// comma-separated field in this argv?
+/// Does kube-apiserver get an `--api-audiences` value with an empty field
+/// (read as pflag does, one CSV record) or one that is not CSV at all?
 pub fn argv_has_empty_audience(argv: &[String]) -> bool {
     argv.iter().enumerate().any(|(i, a)| {
         let a = a.replace('_', "-");
@@ -302,7 +302,9 @@ pub fn argv_has_empty_audience(argv: &[String]) -> bool {
             Some(v) => v.strip_prefix('='),
             None => None,
         };
-        value.is_some_and(|v| !v.is_empty() && v.split(',').any(str::is_empty))
+        value.is_some_and(|v| {
+            effective::pflag_read_csv(v).map_or(true, |items| items.iter().any(String::is_empty))
+        })
     })
 }
 

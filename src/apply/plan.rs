@@ -192,6 +192,9 @@ pub fn plan(node: &Node, issuer: &Issuer, opts: &ApplyOpts) -> Result<Plan> {
         extra_key_files,
     };
     let target = converge(&current, &desired);
+    if let Some(unit) = &profile.unit {
+        crate::distro::unit::check_plan(&unit.name, &profile.command_line, &current, &target)?;
+    }
     let new_files = formats::write(profile, &node.files, &target)?;
     // Read the result back the way the distribution will, before writing anything.
     let after = Effective::from_args(&formats::read_args(profile, &new_files)?).state();

@@ -8,6 +8,8 @@ use serde::Deserialize;
 
 use crate::system::Sysroot;
 
+pub mod unit;
+
 /// The embedded profiles, in no particular order.
 const PROFILES: [(&str, &str); 6] = [
     ("microk8s", include_str!("../../distros/microk8s.toml")),
@@ -97,6 +99,13 @@ pub struct Profile {
     pub vars: BTreeMap<String, String>,
     #[serde(default)]
     pub warnings: Warnings,
+    /// k3s/RKE2: the systemd unit whose command line adds flags.
+    #[serde(default)]
+    pub unit: Option<unit::UnitSpec>,
+    /// k3s/RKE2: the unit's `--kube-apiserver-arg` items as found on the
+    /// node (not in the profile file); they come after every config file's.
+    #[serde(skip)]
+    pub command_line: Vec<(String, crate::flags::Source)>,
 }
 
 impl Profile {

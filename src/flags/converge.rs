@@ -31,11 +31,14 @@ pub fn converge(current: &SaState, desired: &Desired) -> SaState {
                 .cloned(),
         ),
     );
+    // An empty audience (pflag keeps the middle field of `a,,b`) matches no
+    // token's `aud`; it is not carried over.
     let mut api_audiences = dedup_keep_first(
         current
             .effective_audiences()
             .into_iter()
-            .chain(desired.audiences.iter().cloned()),
+            .chain(desired.audiences.iter().cloned())
+            .filter(|a| !a.is_empty()),
     );
     if api_audiences.is_empty() {
         // Nothing was accepted before (no issuer at all) and nothing is asked
@@ -115,6 +118,18 @@ mod tests {
         let out = converge(&cur, &desired("https://c"));
         assert_eq!(out.issuers, ["https://c", "https://b", "https://a"]);
         assert_eq!(out.api_audiences, ["https://a", "sts.amazonaws.com"]);
+    }
+
+    #[test]
+    fn empty_audiences_are_not_carried_over() {
+        let cur = SaState {
+            issuers: vec!["https://a".into()],
+            key_files: vec![],
+            signing_key_file: None,
+            api_audiences: vec!["".into(), "x".into(), "".into()],
+        };
+        let out = converge(&cur, &desired("https://c"));
+        assert_eq!(out.api_audiences, ["x", "sts.amazonaws.com"]);
     }
 
     #[test]

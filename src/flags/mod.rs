@@ -5,12 +5,15 @@
 //! - `--service-account-issuer`: StringArray, each use appends, the FIRST signs;
 //! - `--service-account-key-file`: StringArray, each use appends;
 //! - `--service-account-signing-key-file`: string, the LAST use wins;
-//! - `--api-audiences`: StringSlice, split on commas, appends; when empty the
-//!   apiserver defaults it to all issuers.
+//! - `--api-audiences`: StringSlice, each use read as one CSV record
+//!   (`readAsCSV`, see [`csv`]), appends; when empty the apiserver defaults it
+//!   to all issuers.
 
 mod converge;
+pub mod csv;
 
 pub use converge::{converge, Desired};
+pub use csv::{read_csv, write_csv};
 
 use std::fmt;
 
@@ -105,12 +108,18 @@ impl Effective {
                 ISSUER => eff.issuers.push(sourced()),
                 KEY_FILE => eff.key_files.push(sourced()),
                 SIGNING_KEY_FILE => eff.signing_key_file = Some(sourced()),
-                API_AUDIENCES => eff
-                    .explicit_audiences
-                    .extend(split_slice(&arg.value).map(|v| Sourced {
-                        value: v.to_string(),
-                        source: arg.source.clone(),
-                    })),
+                // A value that is not valid CSV stops kube-apiserver; the
+                // format readers refuse it (`check_audience_values`), here it
+                // is taken whole.
+                API_AUDIENCES => eff.explicit_audiences.extend(
+                    read_csv(&arg.value)
+                        .unwrap_or_else(|_| vec![arg.value.clone()])
+                        .into_iter()
+                        .map(|value| Sourced {
+                            value,
+                            source: arg.source.clone(),
+                        }),
+                ),
                 _ => {}
             }
         }
@@ -144,9 +153,21 @@ impl Effective {
     }
 }
 
-/// pflag StringSlice splitting: commas separate values; an empty string is no value.
-pub fn split_slice(value: &str) -> impl Iterator<Item = &str> {
-    value.split(',').filter(|v| !v.is_empty())
+/// Every `--api-audiences` value in `args` is one valid CSV record, as
+/// kube-apiserver requires to start: the error names the file and line.
+pub fn check_audience_values(args: &[Arg]) -> anyhow::Result<()> {
+    for arg in args {
+        if normalize(&arg.name) == API_AUDIENCES {
+            if let Err(e) = read_csv(&arg.value) {
+                anyhow::bail!(
+                    "{}: --{API_AUDIENCES}={:?} would stop kube-apiserver: {e}",
+                    arg.source,
+                    arg.value
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The managed flags' values, in the order the apiserver reads them.
@@ -180,7 +201,7 @@ impl SaState {
         let mut out: Vec<(&'static str, String)> = Vec::new();
         out.extend(self.issuers.iter().map(|v| (ISSUER, v.clone())));
         if !self.api_audiences.is_empty() {
-            out.push((API_AUDIENCES, self.api_audiences.join(",")));
+            out.push((API_AUDIENCES, write_csv(&self.api_audiences)));
         }
         out.extend(self.key_files.iter().map(|v| (KEY_FILE, v.clone())));
         if let Some(s) = &self.signing_key_file {
@@ -290,6 +311,16 @@ mod tests {
         assert_eq!(eff.state().api_audiences, ["x", "y", "z"]);
         assert_eq!(eff.state().issuers, ["https://a,b"], "issuer is not split");
         assert_eq!(eff.audiences()[2].source, Source::line("f", 2));
+        let eff = Effective::from_args(&[arg(API_AUDIENCES, "\"a,b\",c,,d", 1)]);
+        assert_eq!(
+            eff.state().api_audiences,
+            ["a,b", "c", "", "d"],
+            "CSV: quotes group commas, an empty field is kept"
+        );
+        let bad = [arg(API_AUDIENCES, "x", 1), arg(API_AUDIENCES, "\"", 7)];
+        let err = check_audience_values(&bad).unwrap_err().to_string();
+        assert!(err.starts_with("f:7: --api-audiences="), "{err}");
+        check_audience_values(&bad[..1]).unwrap();
     }
 
     #[test]

@@ -262,7 +262,8 @@ fn edit_lines(
         (SIGNING_KEY_FILE, target.signing_key_file.clone()),
         (
             API_AUDIENCES,
-            (!target.api_audiences.is_empty()).then(|| target.api_audiences.join(",")),
+            (!target.api_audiences.is_empty())
+                .then(|| crate::flags::write_csv(&target.api_audiences)),
         ),
     ];
     let mut set_extra: Vec<(&str, String)> = Vec::new();

@@ -192,7 +192,26 @@ pub fn read(
     defaults: &[(String, String)],
     distro: &str,
 ) -> Result<Vec<Arg>> {
-    Ok(get_args(defaults, distro, &merged_list(files, config)?))
+    read_with_command_line(files, config, defaults, distro, &[])
+}
+
+/// The apiserver arguments the files and the unit's command line yield: the
+/// command line's `--kube-apiserver-arg` items come after every file's
+/// (k3s `configfilearg.Parse`).
+pub fn read_with_command_line(
+    files: &ConfigSet,
+    config: &str,
+    defaults: &[(String, String)],
+    distro: &str,
+    command_line: &[(String, Source)],
+) -> Result<Vec<Arg>> {
+    let mut list = merged_list(files, config)?;
+    list.extend(command_line.iter().map(|(text, source)| ListItem {
+        text: text.clone(),
+        source: source.clone(),
+        token: None,
+    }));
+    Ok(get_args(defaults, distro, &list))
 }
 
 /// The drop-in irsa-agent owns: regenerated so that the files together yield
@@ -205,15 +224,37 @@ pub fn edit(
     distro: &str,
     target: &SaState,
 ) -> Result<ConfigSet> {
+    edit_with_command_line(files, config, dropin, defaults, distro, &[], target)
+}
+
+/// [`edit`] on a node whose unit's command line adds `command_line` items
+/// after every file's (they are read, never edited).
+pub fn edit_with_command_line(
+    files: &ConfigSet,
+    config: &str,
+    dropin: &str,
+    defaults: &[(String, String)],
+    distro: &str,
+    command_line: &[(String, Source)],
+    target: &SaState,
+) -> Result<ConfigSet> {
+    let with_cl = |mut list: Vec<ListItem>| {
+        list.extend(command_line.iter().map(|(text, source)| ListItem {
+            text: text.clone(),
+            source: source.clone(),
+            token: None,
+        }));
+        list
+    };
     // Already there (whatever the drop-in looks like): nothing to write.
-    let now = get_args(defaults, distro, &merged_list(files, config)?);
+    let now = get_args(defaults, distro, &with_cl(merged_list(files, config)?));
     if Effective::from_args(&now).state() == *target {
         return Ok(files.clone());
     }
     let mut base: ConfigSet = files.clone();
     base.remove(dropin);
     let base_list = merged_list(&base, config)?;
-    let base_args = get_args(defaults, distro, &base_list);
+    let base_args = get_args(defaults, distro, &with_cl(base_list.clone()));
     let base_eff = Effective::from_args(&base_args);
     let cur = base_eff.state();
     let mut items: Vec<String> = Vec::new();
@@ -247,7 +288,10 @@ pub fn edit(
         } else {
             "+="
         };
-        items.extend(rest.iter().map(|v| format!("{API_AUDIENCES}{op}{v}")));
+        items.extend(rest.iter().map(|v| {
+            let v = crate::flags::write_csv(std::slice::from_ref(v));
+            format!("{API_AUDIENCES}{op}{v}")
+        }));
     }
     // Key files: appended.
     let Some(rest) = target.key_files.strip_prefix(cur.key_files.as_slice()) else {

@@ -5,7 +5,9 @@
 
 use anyhow::{bail, Result};
 
-use crate::flags::{split_slice, SaState, API_AUDIENCES, ISSUER, KEY_FILE, SIGNING_KEY_FILE};
+use crate::flags::{
+    read_csv, write_csv, SaState, API_AUDIENCES, ISSUER, KEY_FILE, SIGNING_KEY_FILE,
+};
 
 /// One flag occurrence in the text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -266,16 +268,19 @@ pub fn plan(items: &[Item], target: &SaState) -> Vec<Edit> {
     // Audiences: one explicit line.
     let aud_anchor = issuer_last.or(managed_last).or(any_last);
     let aud_items = indexes(items, API_AUDIENCES);
-    let current_aud: Vec<&str> = aud_items
+    // Read as pflag does (CSV): `a,` is the audiences "a" and "", which
+    // differs from any target, so such a value is rewritten. A value that is
+    // not CSV at all is rewritten too. An empty value is no audience at all.
+    let mut clean = true;
+    let current_aud: Vec<String> = aud_items
         .iter()
-        .flat_map(|&i| split_slice(&items[i].value))
+        .flat_map(|&i| {
+            read_csv(&items[i].value).unwrap_or_else(|_| {
+                clean = false;
+                Vec::new()
+            })
+        })
         .collect();
-    // pflag reads `a,` as the audiences "a" and "": such a value is rewritten.
-    // An empty value is no audience at all and harmless.
-    let clean = aud_items.iter().all(|&i| {
-        let v = &items[i].value;
-        v.is_empty() || !v.split(',').any(str::is_empty)
-    });
     if target.api_audiences.is_empty() {
         edits.extend(
             aud_items
@@ -284,7 +289,7 @@ pub fn plan(items: &[Item], target: &SaState) -> Vec<Edit> {
                 .map(|&item| Edit::Delete { item }),
         );
     } else if current_aud != target.api_audiences || !clean {
-        let joined = target.api_audiences.join(",");
+        let joined = write_csv(&target.api_audiences);
         match aud_items.first() {
             Some(&first) => {
                 edits.push(Edit::Replace {

@@ -49,21 +49,24 @@ pub fn read_args(profile: &Profile, files: &ConfigSet) -> Result<Vec<Arg>> {
     let files = &without_bom(profile, files);
     let main = files.get(&profile.config);
     let missing = || missing_config(profile);
-    match profile.format {
+    let args = match profile.format {
         Format::Args => args::read(&profile.config, main.ok_or_else(missing)?, &profile.vars),
         Format::Manifest => manifest::read(&profile.config, main.ok_or_else(missing)?),
-        Format::K3s => k3s::read(
+        Format::K3s => k3s::read_with_command_line(
             files,
             &profile.config,
             &profile.default_args(),
             &profile.name,
+            &profile.command_line,
         ),
         Format::K0s => k0s::read(
             &profile.config,
             main.map(String::as_str).unwrap_or(""),
             &profile.default_args(),
         ),
-    }
+    }?;
+    crate::flags::check_audience_values(&args)?;
+    Ok(args)
 }
 
 /// Values no configuration format can carry to kube-apiserver as themselves:
@@ -96,12 +99,6 @@ fn check_target(target: &SaState) -> Result<()> {
         }
         if v.chars().any(char::is_control) || v.starts_with(BOM) {
             bail!("cannot write --{flag}={v:?}: it holds a control character");
-        }
-        if flag == API_AUDIENCES && v.contains([',', '"']) {
-            bail!(
-                "cannot write the audience {v:?}: kube-apiserver reads --{flag} as comma-separated \
-                 values with CSV quoting"
-            );
         }
     }
     Ok(())
@@ -158,12 +155,13 @@ fn write_stripped(profile: &Profile, files: &ConfigSet, target: &SaState) -> Res
                 .dropin
                 .as_deref()
                 .ok_or_else(|| anyhow!("profile {} names no drop-in", profile.name))?;
-            out = k3s::edit(
+            out = k3s::edit_with_command_line(
                 files,
                 &profile.config,
                 dropin,
                 &profile.default_args(),
                 &profile.name,
+                &profile.command_line,
                 target,
             )?;
         }

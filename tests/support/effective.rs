@@ -7,9 +7,11 @@
 //! so a shared misunderstanding is the only way both can be wrong together.
 //!
 //! Scope and known simplifications:
-//! - Only the sources of flags that live in files are read. The systemd unit's
-//!   command line (k3s/RKE2 `ExecStart ... --kube-apiserver-arg`) and
-//!   environment variables (`K3S_CONFIG_FILE`, ...) are not.
+//! - k3s/RKE2: the systemd unit is read from systemd's own rules
+//!   (systemd.unit(5), systemd.service(5), systemd.exec(5)) and the k3s
+//!   command line from `pkg/configfilearg` / `pkg/cli/cmds`; see
+//!   [`k3s_unit`]. Only the unit directories `/etc/systemd/system`,
+//!   `/usr/local/lib/systemd/system` and `/usr/lib/systemd/system` are read.
 //! - k3s/RKE2 and k0s generate most flags in code. Their generated defaults are
 //!   reproduced for the service-account flags and a few others (listed in
 //!   [`k3s_defaults`] and [`k0s_generated`]), not for every flag.
@@ -247,8 +249,267 @@ pub const RKE2: K3sFamily = K3sFamily {
 };
 
 fn k3s_family_args(root: &Path, d: &K3sFamily) -> Result<Vec<String>> {
-    let extra = k3s_config_apiserver_args(&root.join(d.config))?;
-    Ok(k3s_get_args(&k3s_defaults(d), &extra))
+    let unit = k3s_unit(root, d)?;
+    let config = match &unit.config {
+        Some(c) => root.join(c.trim_start_matches('/')),
+        None => root.join(d.config),
+    };
+    // configfilearg.Parse: [binary server] + config file flags + the command
+    // line's own flags, so the unit's items come last.
+    let mut extra = k3s_config_apiserver_args(&config)?;
+    extra.extend(unit.apiserver_args.iter().cloned());
+    let mut defaults = k3s_defaults(d);
+    if let Some(domain) = &unit.cluster_domain {
+        // server.go: issuer and first audience are built from ClusterDomain.
+        let issuer = format!("https://kubernetes.default.svc.{domain}");
+        defaults.insert("service-account-issuer".into(), issuer.clone());
+        defaults.insert("api-audiences".into(), format!("{issuer},{}", d.program));
+    }
+    if let Some(dir) = &unit.data_dir {
+        let default_server = d.server_dir;
+        let server = format!("{}/server", dir.trim_end_matches('/'));
+        for v in defaults.values_mut() {
+            if let Some(rest) = v.strip_prefix(default_server) {
+                *v = format!("{server}{rest}");
+            }
+        }
+    }
+    Ok(k3s_get_args(&defaults, &extra))
+}
+
+/// What the k3s/RKE2 systemd unit adds: the config file (`--config`, `-c` or
+/// `K3S_CONFIG_FILE`/`RKE2_CONFIG_FILE` from the environment), `--data-dir`,
+/// `--cluster-domain` and the `--kube-apiserver-arg` items, in order.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct K3sUnit {
+    pub config: Option<String>,
+    pub data_dir: Option<String>,
+    pub cluster_domain: Option<String>,
+    pub apiserver_args: Vec<String>,
+}
+
+const UNIT_DIRS: [&str; 3] = [
+    "etc/systemd/system",
+    "usr/local/lib/systemd/system",
+    "usr/lib/systemd/system",
+];
+
+/// Read the server unit as systemd would: the first unit file found in the
+/// search path, then `<unit>.d/*.conf` from every directory merged by file
+/// name (the earlier directory masks the same name) and applied in name
+/// order; `ExecStart=` empty resets, the last one set is run.
+pub fn k3s_unit(root: &Path, d: &K3sFamily) -> Result<K3sUnit> {
+    let unit = if d.program == "k3s" {
+        "k3s.service"
+    } else {
+        "rke2-server.service"
+    };
+    let Some(main) = UNIT_DIRS
+        .iter()
+        .map(|u| root.join(u).join(unit))
+        .find(|p| p.is_file())
+    else {
+        return Ok(K3sUnit::default());
+    };
+    let mut texts = vec![read(&main)?];
+    let mut dropins: BTreeMap<String, std::path::PathBuf> = BTreeMap::new();
+    for dir in UNIT_DIRS
+        .iter()
+        .map(|u| root.join(u).join(format!("{unit}.d")))
+    {
+        let Ok(rd) = fs::read_dir(&dir) else { continue };
+        for e in rd.filter_map(|e| e.ok()) {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if n.ends_with(".conf") {
+                dropins.entry(n).or_insert(e.path());
+            }
+        }
+    }
+    for p in dropins.values() {
+        texts.push(read(p)?);
+    }
+    let prog = unit.trim_end_matches(".service");
+    let mut exec: Option<String> = None;
+    let mut env_files: Vec<String> = Vec::new();
+    let mut env_lines: Vec<String> = Vec::new();
+    for text in &texts {
+        let mut in_service = false;
+        // Join backslash-continued lines first (systemd.syntax(7)).
+        let joined = text.replace("\\\r\n", " ").replace("\\\n", " ");
+        for line in joined.lines() {
+            let l = line.trim();
+            if l.is_empty() || l.starts_with('#') || l.starts_with(';') {
+                continue;
+            }
+            if l.starts_with('[') {
+                in_service = l == "[Service]";
+                continue;
+            }
+            if !in_service {
+                continue;
+            }
+            let Some((k, v)) = l.split_once('=') else {
+                bail!("unit line without '=': {l:?}");
+            };
+            let v = v.trim().to_string();
+            match k.trim() {
+                "ExecStart" => exec = (!v.is_empty()).then_some(v),
+                "EnvironmentFile" => env_files.push(v.replace("%N", prog)),
+                "Environment" => env_lines.push(v),
+                _ => {}
+            }
+        }
+    }
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    for f in env_files {
+        let (must, f) = match f.strip_prefix('-') {
+            Some(rest) => (false, rest.to_string()),
+            None => (true, f),
+        };
+        let path = root.join(f.trim_start_matches('/'));
+        match fs::read_to_string(&path) {
+            Ok(text) => {
+                for l in text.lines() {
+                    let l = l.trim();
+                    if l.starts_with('#') || l.starts_with(';') {
+                        continue;
+                    }
+                    if let Some((k, v)) = l.split_once('=') {
+                        let v = v.trim();
+                        let v = v.trim_matches('"');
+                        env.insert(k.trim().to_string(), v.to_string());
+                    }
+                }
+            }
+            Err(_) if !must => {}
+            Err(e) => bail!("EnvironmentFile {f}: {e}"),
+        }
+    }
+    for l in env_lines {
+        for w in unit_words(&l)? {
+            if let Some((k, v)) = w.split_once('=') {
+                env.insert(k.into(), v.into());
+            }
+        }
+    }
+    let mut out = K3sUnit::default();
+    if let Some(cmd) = exec {
+        let words: Vec<String> = unit_words(cmd.trim_start_matches(['-', '@', '+', '!', ':']))?
+            .into_iter()
+            .map(|w| unit_expand(&w, &env))
+            .collect();
+        // urfave/cli flags of `server`; Go's flag syntax: -name or --name,
+        // value after `=` or as the next word.
+        let mut it = words.into_iter().skip(1).peekable();
+        while let Some(w) = it.next() {
+            let Some(flag) = w.strip_prefix("--").or_else(|| w.strip_prefix('-')) else {
+                continue;
+            };
+            let (name, val) = match flag.split_once('=') {
+                Some((n, v)) => (n.to_string(), Some(v.to_string())),
+                None => (flag.to_string(), None),
+            };
+            let wants = [
+                "config",
+                "c",
+                "data-dir",
+                "d",
+                "cluster-domain",
+                "kube-apiserver-arg",
+            ];
+            if !wants.contains(&name.as_str()) {
+                if val.is_none() && it.peek().is_some_and(|n| !n.starts_with('-')) {
+                    it.next();
+                }
+                continue;
+            }
+            let val = match val {
+                Some(v) => v,
+                None => it.next().ok_or_else(|| anyhow!("{w} without a value"))?,
+            };
+            match name.as_str() {
+                "config" | "c" => out.config = Some(val),
+                "data-dir" | "d" => out.data_dir = Some(val),
+                "cluster-domain" => out.cluster_domain = Some(val),
+                _ => out.apiserver_args.push(val.trim().to_string()),
+            }
+        }
+    }
+    if out.config.is_none() {
+        let var = if d.program == "k3s" {
+            "K3S_CONFIG_FILE"
+        } else {
+            "RKE2_CONFIG_FILE"
+        };
+        out.config = env.get(var).filter(|v| !v.is_empty()).cloned();
+    }
+    Ok(out)
+}
+
+/// systemd's word splitting of a command line (systemd.service(5) "Command
+/// lines"): blanks separate, '...' and "..." quote, backslash escapes.
+fn unit_words(s: &str) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut cur: Option<String> = None;
+    let mut q: Option<char> = None;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match (q, c) {
+            (Some(open), c) if c == open => q = None,
+            (_, '\\') => {
+                let n = chars
+                    .next()
+                    .ok_or_else(|| anyhow!("trailing backslash in {s:?}"))?;
+                cur.get_or_insert_with(String::new).push(n);
+            }
+            (Some(_), c) => cur.get_or_insert_with(String::new).push(c),
+            (None, '\'' | '"') => {
+                q = Some(c);
+                cur.get_or_insert_with(String::new);
+            }
+            (None, c) if c.is_whitespace() => {
+                if let Some(w) = cur.take() {
+                    out.push(w);
+                }
+            }
+            (None, c) => cur.get_or_insert_with(String::new).push(c),
+        }
+    }
+    if q.is_some() {
+        bail!("unclosed quote in {s:?}");
+    }
+    out.extend(cur);
+    Ok(out)
+}
+
+/// `${VAR}` and `$VAR` from the unit's environment.
+fn unit_expand(w: &str, env: &BTreeMap<String, String>) -> String {
+    let mut out = String::new();
+    let b = w.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'$' {
+            if b.get(i + 1) == Some(&b'{') {
+                if let Some(end) = w[i + 2..].find('}') {
+                    out.push_str(env.get(&w[i + 2..i + 2 + end]).map_or("", |v| v));
+                    i += end + 3;
+                    continue;
+                }
+            }
+            let n = w[i + 1..]
+                .bytes()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == b'_')
+                .count();
+            if n > 0 {
+                out.push_str(env.get(&w[i + 1..i + 1 + n]).map_or("", |v| v));
+                i += n + 1;
+                continue;
+            }
+        }
+        out.push(w[i..].chars().next().unwrap());
+        i += w[i..].chars().next().unwrap().len_utf8();
+    }
+    out
 }
 
 /// The kube-apiserver defaults k3s generates (k3s-io/k3s
@@ -459,7 +720,10 @@ pub fn k0s_args(root: &Path) -> Result<Vec<String>> {
         .lines()
         .find(|l| l.trim_start().starts_with("ExecStart="))
         .unwrap_or("");
-    let konnectivity = !(exec.split_whitespace().any(|w| w == "--single")
+    // `k0s install controller --single` writes the flag as `--single=true`.
+    let konnectivity = !(exec
+        .split_whitespace()
+        .any(|w| w == "--single" || w == "--single=true")
         || (exec.contains("--disable-components") && exec.contains("konnectivity-server")));
 
     let api = cfg.get("spec").and_then(|s| s.get("api"));
