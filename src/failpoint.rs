@@ -101,7 +101,9 @@ mod real {
                 "pause" => Action::Pause,
                 a => match a.strip_prefix("delay=").and_then(|ms| ms.parse().ok()) {
                     Some(ms) => Action::Delay(ms),
-                    None => bail!("{ENV}: {item:?}: the action must be error, kill, pause or delay=MS"),
+                    None => {
+                        bail!("{ENV}: {item:?}: the action must be error, kill, pause or delay=MS")
+                    }
                 },
             };
             out.push(Spec {
@@ -144,7 +146,9 @@ mod real {
                     let seen = crate::signals::count();
                     eprintln!("failpoint {name}: paused ({ENV})");
                     let start = std::time::Instant::now();
-                    while crate::signals::count() == seen && start.elapsed() < Duration::from_secs(60) {
+                    while crate::signals::count() == seen
+                        && start.elapsed() < Duration::from_secs(60)
+                    {
                         std::thread::sleep(Duration::from_millis(5));
                     }
                 }

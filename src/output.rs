@@ -135,7 +135,10 @@ pub fn wrap(label: &str, indent: usize, text: &str, width: usize) -> Vec<String>
 /// recognisable by their content are masked (a cause may quote a file).
 pub fn error_chain(err: &anyhow::Error) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    for text in err.chain().map(|c| crate::redact::free_text(&c.to_string())) {
+    for text in err
+        .chain()
+        .map(|c| crate::redact::free_text(&c.to_string()))
+    {
         if !text.is_empty() && !out.iter().any(|kept| kept.contains(&text)) {
             out.push(text);
         }

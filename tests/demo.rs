@@ -137,6 +137,7 @@ fn the_demo_shows_write_restart_verify_a_failing_change_rolled_back_and_rollback
 }
 
 #[test]
+#[cfg(feature = "failpoints")] // the failing step is a failpoint: test builds only
 fn the_demo_fails_and_cleans_up_when_a_step_of_the_loop_fails() {
     let _turn = PROCESS_TABLE.lock().unwrap_or_else(|e| e.into_inner());
     // The first apply fails after the restart (a failpoint of the debug
