@@ -49,8 +49,12 @@ pub const GLOBAL_HEADING: &str = "Global options";
 #[derive(Debug, Args, Clone)]
 #[command(next_help_heading = GLOBAL_HEADING)]
 pub struct GlobalOpts {
-    /// Operate on a sysroot: every absolute path is resolved under DIR (no root
-    /// privileges needed then). Default: the real root, /.
+    /// Operate on a sysroot: the node's files (the distribution's configuration,
+    /// keys, kubeconfig, irsa-agent's backups and state) and every absolute path
+    /// given to keygen, discovery and aws are resolved under DIR (no root
+    /// privileges needed then). apply's --config, --signing-key and --public-key
+    /// are read where you run it: they are your inputs, not the node's files.
+    /// Default: the real root, /.
     #[arg(long, global = true, value_name = "DIR")]
     pub root: Option<PathBuf>,
 

@@ -39,7 +39,7 @@ fn first_command_args(root: &Path, extra: &[&str]) -> Vec<String> {
     let block = readme_first_block();
     let run = block
         .iter()
-        .find_map(|l| l.strip_prefix("cargo run -- "))
+        .find_map(|l| l.split_once("cargo run -- ").map(|(_, run)| run))
         .expect("the first block runs `cargo run -- ...`");
     let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
     for a in run.split_whitespace() {
@@ -69,8 +69,10 @@ fn run(root: &Path, extra: &[&str]) -> Output {
 /// A copy of the example node with the key mode the README's chmod gives.
 fn example_node() -> tempfile::TempDir {
     let block = readme_first_block();
-    assert_eq!(
-        block[0], "chmod 600 tests/fixtures/kubeadm-default/etc/kubernetes/pki/sa.key",
+    assert_eq!(block.len(), 1, "the first command is one line to paste");
+    assert!(
+        block[0]
+            .starts_with("chmod 600 tests/fixtures/kubeadm-default/etc/kubernetes/pki/sa.key && "),
         "the README gives the example's key a node's mode first"
     );
     let dir = copy_fixture("kubeadm-default");

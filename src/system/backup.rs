@@ -180,16 +180,8 @@ pub fn create(root: &Sysroot, planned: &[Planned], reason: &str) -> Result<Backu
     root.create_dir_all(BACKUP_DIR, 0o700)?;
     remove_staging_dirs(root)?;
     let staging = format!("{BACKUP_DIR}/{STAGING_PREFIX}{}", backup.id);
-    let made = fill(root, &mut backup, &staging, planned).and_then(|()| {
-        let (from, to) = (
-            root.host_path_nofollow(&staging)?,
-            root.host_path_nofollow(&backup.dir())?,
-        );
-        let parent = root.host_path(BACKUP_DIR)?;
-        std::fs::rename(&from, &to)
-            .and_then(|()| std::fs::File::open(&parent)?.sync_all())
-            .with_context(|| format!("renaming {staging} to {}", backup.dir()))
-    });
+    let made = fill(root, &mut backup, &staging, planned)
+        .and_then(|()| root.rename_in_dir(&staging, &backup.dir()));
     if let Err(e) = made {
         // A backup that could not be completed (a full disk) leaves nothing behind.
         if let Err(d) = root.remove_dir_all(&staging) {
@@ -233,16 +225,10 @@ pub fn prune(root: &Sysroot, keep: usize) -> Result<Vec<String>> {
 /// Remove staging directories of backups that were never completed (the
 /// caller holds the run lock).
 pub fn remove_staging_dirs(root: &Sysroot) -> Result<()> {
-    let rd = match std::fs::read_dir(root.host_path(BACKUP_DIR)?) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e).with_context(|| format!("listing {BACKUP_DIR}")),
-    };
-    for entry in rd.filter_map(|e| e.ok()) {
-        let name = entry.file_name().to_string_lossy().into_owned();
+    for name in root.list_subdirs(BACKUP_DIR)? {
         if name.starts_with(STAGING_PREFIX) {
             tracing::info!("removing the incomplete backup {BACKUP_DIR}/{name}");
-            std::fs::remove_dir_all(entry.path())
+            root.remove_dir_all(&format!("{BACKUP_DIR}/{name}"))
                 .with_context(|| format!("removing the incomplete backup {BACKUP_DIR}/{name}"))?;
         }
     }
@@ -287,18 +273,7 @@ fn fill(root: &Sysroot, backup: &mut Backup, staging: &str, planned: &[Planned])
         .sort_by_key(|d| std::cmp::Reverse(d.matches('/').count()));
     let index = serde_json::to_vec_pretty(&*backup)?;
     root.write_atomic(&format!("{staging}/{INDEX}"), &index, private)?;
-    sync_dirs(&root.host_path(staging)?).with_context(|| format!("syncing {staging}"))
-}
-
-/// fsync `dir` and every directory below it (the new directories' entries).
-fn sync_dirs(dir: &std::path::Path) -> std::io::Result<()> {
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        if entry.file_type()?.is_dir() {
-            sync_dirs(&entry.path())?;
-        }
-    }
-    std::fs::File::open(dir)?.sync_all()
+    root.sync_tree(staging)
 }
 
 /// What a restore of a backup would do to one of its files.
@@ -433,8 +408,10 @@ fn entry_state(root: &Sysroot, backup: &Backup, e: &Entry, later: &[Backup]) -> 
     let why = match &now {
         Content::Absent => format!("(was removed; irsa-agent wrote {wrote})"),
         Content::Sha256(_) => {
-            let mtime = std::fs::symlink_metadata(root.host_path(&e.path)?)
-                .and_then(|m| m.modified())
+            let mtime = root
+                .modified(&e.path)
+                .ok()
+                .flatten()
                 .map(|t| format!(", modified {}", format_time(t)))
                 .unwrap_or_default();
             format!("(holds {now}, irsa-agent wrote {wrote}{mtime})")
@@ -702,16 +679,11 @@ pub fn load(root: &Sysroot, id: &str) -> Result<Backup> {
 /// backup whose index cannot be read is reported (a warning naming it) and
 /// skipped: one damaged backup never blocks a run.
 pub fn list(root: &Sysroot) -> Result<Vec<Backup>> {
-    let dir = root.host_path(BACKUP_DIR)?;
-    let ids: Vec<String> = match std::fs::read_dir(&dir) {
-        Ok(rd) => rd
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|name| !name.starts_with('.'))
-            .collect(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("listing {BACKUP_DIR}")),
-    };
+    let ids: Vec<String> = root
+        .list_subdirs(BACKUP_DIR)?
+        .into_iter()
+        .filter(|name| !name.starts_with('.'))
+        .collect();
     let mut out = Vec::new();
     for id in ids {
         let index = format!("{BACKUP_DIR}/{id}/{INDEX}");

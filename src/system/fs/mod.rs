@@ -244,6 +244,18 @@ impl Sysroot {
     /// Names of the files (and links) of a directory, sorted; empty when it
     /// does not exist.
     pub fn list_dir(&self, node_dir: &str) -> Result<Vec<String>> {
+        self.list_entries(node_dir, |t| {
+            matches!(t, FileType::RegularFile | FileType::Symlink)
+        })
+    }
+
+    /// Names of the directories in a directory (not links to one), sorted;
+    /// empty when it does not exist.
+    pub fn list_subdirs(&self, node_dir: &str) -> Result<Vec<String>> {
+        self.list_entries(node_dir, |t| t == FileType::Directory)
+    }
+
+    fn list_entries(&self, node_dir: &str, want: impl Fn(FileType) -> bool) -> Result<Vec<String>> {
         let ctx = || format!("listing {node_dir}");
         let Some(fd) = self
             .open(node_dir, OFlags::RDONLY | OFlags::DIRECTORY, true)
@@ -264,12 +276,63 @@ impl Sysroot {
                     .unwrap_or(FileType::Unknown),
                 t => t,
             };
-            if matches!(t, FileType::RegularFile | FileType::Symlink) {
+            if want(t) {
                 names.push(String::from_utf8_lossy(name).into_owned());
             }
         }
         names.sort();
         Ok(names)
+    }
+
+    /// Rename `from` to `to`, two names in one directory (resolved inside
+    /// the root once, renamed through its descriptor), then fsync that
+    /// directory.
+    pub fn rename_in_dir(&self, from: &str, to: &str) -> Result<()> {
+        let ctx = || format!("renaming {from} to {to}");
+        let (from_dir, from_name) = split(from)?;
+        let (to_dir, to_name) = split(to)?;
+        if from_dir != to_dir {
+            bail!("internal error: {from} and {to} are not in one directory");
+        }
+        let Some((dir, _)) = self.open_parent(from).with_context(ctx)? else {
+            return Err(anyhow::Error::new(io(Errno::NOENT)).context(ctx()));
+        };
+        rustix::fs::renameat(&dir, &from_name, &dir, &to_name)
+            .map_err(io)
+            .with_context(ctx)?;
+        fsync(&dir).map_err(io).with_context(ctx)
+    }
+
+    /// fsync a directory and every directory below it (never through a link).
+    pub fn sync_tree(&self, node_dir: &str) -> Result<()> {
+        let ctx = || format!("syncing {node_dir}");
+        let Some(fd) = self
+            .open(node_dir, OFlags::RDONLY | OFlags::DIRECTORY, true)
+            .with_context(ctx)?
+        else {
+            return Ok(());
+        };
+        sync_tree_at(fd).map_err(io).with_context(ctx)
+    }
+
+    /// When the file itself (not a link's target) was last modified; None
+    /// when it does not exist.
+    pub fn modified(&self, node_path: &str) -> Result<Option<std::time::SystemTime>> {
+        let ctx = || format!("inspecting {node_path}");
+        let Some((dir, name)) = self.open_parent(node_path).with_context(ctx)? else {
+            return Ok(None);
+        };
+        match statat(&dir, &name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => {
+                let since = std::time::Duration::new(
+                    u64::try_from(st.st_mtime).unwrap_or(0),
+                    u32::try_from(st.st_mtime_nsec).unwrap_or(0),
+                );
+                Ok(Some(std::time::UNIX_EPOCH + since))
+            }
+            Err(Errno::NOENT) => Ok(None),
+            Err(e) => Err(anyhow::Error::new(io(e)).context(ctx())),
+        }
     }
 
     /// Mode and owner of the file (through a link), None when it does not exist.
@@ -562,6 +625,34 @@ fn remove_tree(dir: &OwnedFd, name: &OsStr) -> Result<(), Errno> {
 
 /// A node path's directory and last component; a path that names no file
 /// (`/`, `..` at the end) is an error.
+/// fsync the directory `fd` after every directory below it.
+fn sync_tree_at(fd: OwnedFd) -> rustix::io::Result<()> {
+    for entry in Dir::read_from(&fd)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name.to_bytes() == b"." || name.to_bytes() == b".." {
+            continue;
+        }
+        let is_dir = match entry.file_type() {
+            FileType::Unknown => {
+                file_type(statat(&fd, name, AtFlags::SYMLINK_NOFOLLOW)?.st_mode)
+                    == FileType::Directory
+            }
+            t => t == FileType::Directory,
+        };
+        if is_dir {
+            let sub = openat(
+                &fd,
+                name,
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            sync_tree_at(sub)?;
+        }
+    }
+    fsync(&fd)
+}
+
 fn split(node_path: &str) -> Result<(&str, OsString)> {
     let trimmed = node_path.trim_end_matches('/');
     let (parent, name) = trimmed.rsplit_once('/').unwrap_or(("", trimmed));
@@ -641,6 +732,45 @@ mod tests {
     fn mine(mode: u32) -> Perms {
         let (uid, gid) = default_owner();
         Perms { mode, uid, gid }
+    }
+
+    #[test]
+    fn directory_operations_stay_inside_the_root_through_an_absolute_link() {
+        // The state directory is a link to an absolute path: on the node that
+        // is a path under the root, never the host's.
+        let outside = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("var/lib")).unwrap();
+        std::fs::create_dir_all(outside.path().join("state/.partial-1/sub")).unwrap();
+        std::fs::create_dir_all(dir.path().join("state/.partial-1/sub")).unwrap();
+        std::fs::write(dir.path().join("state/file"), "x").unwrap();
+        symlink(outside.path().join("state"), dir.path().join("var/lib/s")).unwrap();
+        // `outside/state` does not exist under the root: the link resolves to
+        // <root><outside>/state, which is missing.
+        let root = Sysroot::new(dir.path()).unwrap();
+        assert!(root.list_subdirs("/var/lib/s").unwrap().is_empty());
+        assert!(root
+            .rename_in_dir("/var/lib/s/.partial-1", "/var/lib/s/1")
+            .is_err());
+        assert!(
+            outside.path().join("state/.partial-1").is_dir(),
+            "the host's directory is untouched"
+        );
+
+        std::fs::remove_file(dir.path().join("var/lib/s")).unwrap();
+        symlink("/state", dir.path().join("var/lib/s")).unwrap();
+        assert_eq!(root.list_subdirs("/var/lib/s").unwrap(), [".partial-1"]);
+        assert_eq!(root.list_dir("/var/lib/s").unwrap(), ["file"]);
+        root.sync_tree("/var/lib/s/.partial-1").unwrap();
+        root.rename_in_dir("/var/lib/s/.partial-1", "/var/lib/s/1")
+            .unwrap();
+        assert!(dir.path().join("state/1/sub").is_dir());
+        assert!(root.modified("/var/lib/s/file").unwrap().is_some());
+        assert!(root.modified("/var/lib/s/none").unwrap().is_none());
+        assert!(
+            root.rename_in_dir("/var/lib/s/1", "/var/lib/t/1").is_err(),
+            "one directory only"
+        );
     }
 
     #[test]
