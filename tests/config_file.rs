@@ -5,23 +5,9 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 
-use assert_cmd::prelude::*;
 use serde_json::Value;
-use support::{apiserver_args, copy_fixture, json_of, sa_settings, snapshot};
-
-fn json_run(root: &Path, args: &[&str]) -> (Value, i32) {
-    let out = Command::cargo_bin("irsa-agent")
-        .unwrap()
-        .arg("--root")
-        .arg(root)
-        .args(["--output", "json"])
-        .args(args)
-        .output()
-        .unwrap();
-    (json_of(&out), out.status.code().unwrap())
-}
+use support::{apiserver_args, copy_fixture, json_run, sa_settings, snapshot};
 
 fn write_config(dir: &Path, text: &str) -> String {
     let path = dir.join("config.yaml");

@@ -8,22 +8,12 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 
-use assert_cmd::prelude::*;
 use serde_json::Value;
-use support::{apiserver_args, copy_fixture, json_of, sa_settings, snapshot};
+use support::{apiserver_args, copy_fixture, sa_settings, snapshot};
 
 fn run(root: &Path, args: &[&str]) -> (Value, i32) {
-    let out = Command::cargo_bin("irsa-agent")
-        .unwrap()
-        .arg("--root")
-        .arg(root)
-        .args(["--output", "json"])
-        .args(args)
-        .output()
-        .unwrap();
-    (json_of(&out), out.status.code().unwrap())
+    support::json_run(root, args)
 }
 
 fn values(v: &Value, key: &str) -> Vec<String> {

@@ -12,8 +12,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
-use assert_cmd::prelude::*;
-use support::{copy_fixture, json_of};
+use support::copy_fixture;
 
 const ISSUER: &str = "https://oidc.example.com/xattrs";
 const MANIFEST: &str = "etc/kubernetes/manifests/kube-apiserver.yaml";
@@ -87,17 +86,8 @@ fn set_acl(file: &Path) {
 }
 
 fn run(root: &Path, args: &[&str]) -> serde_json::Value {
-    let out = Command::cargo_bin("irsa-agent")
-        .unwrap()
-        .env_remove("IRSA_AGENT_LOG")
-        .arg("--root")
-        .arg(root)
-        .args(["--output", "json"])
-        .args(args)
-        .output()
-        .unwrap();
-    let v = json_of(&out);
-    assert_eq!(out.status.code(), Some(0), "{args:?}: {v}");
+    let (v, code) = support::json_run(root, args);
+    assert_eq!(code, 0, "{args:?}: {v}");
     v
 }
 

@@ -41,3 +41,18 @@ pub fn json_of(out: &std::process::Output) -> serde_json::Value {
     );
     v
 }
+
+/// `irsa-agent --root ROOT --output json ARGS...` (the built binary): its
+/// JSON object and exit code.
+pub fn json_run(root: &std::path::Path, args: &[&str]) -> (serde_json::Value, i32) {
+    let out = assert_cmd::Command::cargo_bin("irsa-agent")
+        .unwrap()
+        .env_remove("IRSA_AGENT_LOG")
+        .arg("--root")
+        .arg(root)
+        .args(["--output", "json"])
+        .args(args)
+        .output()
+        .unwrap();
+    (json_of(&out), out.status.code().unwrap_or(-1))
+}
