@@ -21,6 +21,7 @@ use crate::formats;
 use crate::live::{self, Live};
 use crate::node;
 use crate::output::{Exit, Failure, Outcome};
+use crate::restart_pending;
 use crate::system::{backup, lock, Sysroot};
 
 pub fn run(global: &GlobalOpts, opts: &RollbackOpts) -> Result<Outcome> {
@@ -143,14 +144,21 @@ pub fn run(global: &GlobalOpts, opts: &RollbackOpts) -> Result<Outcome> {
         for mut b in backup::interrupted(&root)? {
             backup::finish(&root, &mut b)?;
         }
-        if opts.no_restart {
-            return Ok(false);
-        }
         let node = node::inspect(root.clone(), global.distro.as_deref())
             .context("reading the restored configuration")?;
+        if opts.no_restart {
+            // The apiserver does not run the restored files yet: every
+            // later apply says so until one restarts and verifies.
+            let issuers = node.effective.state().issuers;
+            restart_pending::record(&root, node.profile(), &issuers)?;
+            return Ok(false);
+        }
         let live = Live::connect(&node, opts.wait.duration(), live::spinner_wanted(global))?;
         live.restart_and_wait(&node.effective.state(), "after the rollback")
             .context("restarting the apiserver on the restored files")?;
+        if let Err(e) = restart_pending::clear(&root) {
+            tracing::warn!("{e:#}");
+        }
         Ok(true)
     })();
     let restarted = match finished {
@@ -178,7 +186,8 @@ pub fn run(global: &GlobalOpts, opts: &RollbackOpts) -> Result<Outcome> {
     } else {
         "restart:     pending (--no-restart)"
     });
-    o.set("restarted", restarted);
+    o.set("restarted", restarted)
+        .set("restart_pending", !restarted);
     Ok(o)
 }
 

@@ -915,4 +915,28 @@ fn a_pending_restart_is_reported_until_an_apply_verifies_it() {
         "--no-restart",
     ]);
     assert_eq!(v["restart_pending"], false, "{v}");
+
+    // `rollback --no-restart` changes the files without a restart: pending
+    // again (the files are back on pending-2), until an apply verifies them.
+    let (v, code) = node.run(&["rollback", "--no-restart"]);
+    assert_eq!(
+        (code, &v["rolled_back"], &v["restart_pending"]),
+        (0, &Value::Bool(true), &Value::Bool(true)),
+        "{v}"
+    );
+    let check = |issuer: &str| {
+        node.run(&["apply", "--issuer", issuer, "--check"]).0["restart_pending"].clone()
+    };
+    assert_eq!(check("https://oidc.example.com/pending-2"), true);
+    node.cluster.restart().unwrap();
+    let (v, code) = node.run(&[
+        "apply",
+        "--issuer",
+        "https://oidc.example.com/pending-2",
+        "--timeout",
+        "20",
+    ]);
+    assert_eq!((code, &v["changed"]), (0, &Value::Bool(false)), "{v}");
+    assert_eq!(v["restart_pending"], false, "{v}");
+    assert_eq!(check("https://oidc.example.com/pending-2"), false);
 }
