@@ -24,9 +24,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use assert_cmd::prelude::*;
 use serde_json::Value;
-use support::sim::{Cluster, Options};
+use support::sim_node::{irsa, SimNode};
 use support::{
     apiserver_args, copy_fixture_in, fixture_path, json_of, node_files, sa_settings, snapshot, Tree,
 };
@@ -44,10 +43,6 @@ const CASES: [(&str, &str); 7] = [
     ("rke2-default", "rke2"),
     ("k0s-default", "k0s"),
 ];
-
-/// Static-pod restarts are observed through the host's process table: the
-/// simulator tests on kubeadm take turns.
-static PROCESS_TABLE: Mutex<()> = Mutex::new(());
 
 /// Fixture copies live in memory (`/dev/shm`) when it is there: these tests
 /// run hundreds of applies, each fsyncing every file it writes, and a
@@ -77,14 +72,6 @@ fn apply_args(issuer: &str) -> Vec<String> {
         "--signing-key".into(),
         signing_key().to_str().unwrap().into(),
     ]
-}
-
-fn irsa(root: &Path) -> Command {
-    let mut c = Command::cargo_bin("irsa-agent").unwrap();
-    c.args(["--output", "json", "--root"]).arg(root);
-    c.env_remove("IRSA_AGENT_FAILPOINT");
-    c.env_remove("DBUS_SYSTEM_BUS_ADDRESS");
-    c
 }
 
 /// Run to the end; (JSON, exit code).
@@ -478,51 +465,7 @@ fn killed_at_every_failpoint_other_distros() {
 // Around the restart: against the apiserver SIMULATOR (tests/support/sim)
 // ---------------------------------------------------------------------------
 
-struct SimNode {
-    dir: tempfile::TempDir,
-    cluster: Cluster,
-    _turn: Option<std::sync::MutexGuard<'static, ()>>,
-}
-
 impl SimNode {
-    fn start(case: &str, distro: &str) -> SimNode {
-        let turn = matches!(distro, "kubeadm" | "minikube")
-            .then(|| PROCESS_TABLE.lock().unwrap_or_else(|e| e.into_inner()));
-        let dir = copy_fixture(case);
-        let cluster = Cluster::start_with(
-            distro,
-            dir.path(),
-            Options {
-                startup_delay: Duration::from_millis(100),
-            },
-        )
-        .unwrap_or_else(|e| panic!("the simulator must start on {case}: {e:#}"));
-        SimNode {
-            dir,
-            cluster,
-            _turn: turn,
-        }
-    }
-
-    fn root(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn irsa(&self) -> Command {
-        let mut c = irsa(self.root());
-        for (k, v) in self.cluster.env() {
-            c.env(k, v);
-        }
-        c
-    }
-
-    fn running_issuers(&self) -> Vec<String> {
-        self.cluster
-            .wait_ready(Duration::from_secs(10))
-            .unwrap_or_else(|e| panic!("the simulated apiserver is not ready: {e:#}"));
-        self.cluster.status().settings.unwrap().issuers
-    }
-
     /// After a crash: apply converges, restarts and verifies; rollback
     /// restores the original bytes and the apiserver runs them again.
     fn converge_and_roll_back(

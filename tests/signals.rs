@@ -19,64 +19,15 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use assert_cmd::prelude::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
-use support::sim::{Cluster, Fault, Options};
+use support::sim::Fault;
+use support::sim_node::{irsa, SimNode};
 use support::{copy_fixture, json_of, node_files, Tree};
 
 const ISSUER: &str = "https://oidc.example.com/signals";
 const BACKUPS: &str = "var/lib/irsa-agent/backups";
-
-fn irsa(root: &Path) -> Command {
-    let mut c = Command::cargo_bin("irsa-agent").unwrap();
-    c.args(["--output", "json", "--root"]).arg(root);
-    c.env_remove("IRSA_AGENT_FAILPOINT");
-    c.env_remove("DBUS_SYSTEM_BUS_ADDRESS");
-    c
-}
-
-/// k3s: restarted through the fake systemd on a private bus (no shared
-/// process table, so these tests run in parallel).
-struct Node {
-    dir: tempfile::TempDir,
-    cluster: Cluster,
-}
-
-impl Node {
-    fn start() -> Node {
-        let dir = copy_fixture("k3s-default");
-        let cluster = Cluster::start_with(
-            "k3s",
-            dir.path(),
-            Options {
-                startup_delay: Duration::from_millis(100),
-            },
-        )
-        .unwrap_or_else(|e| panic!("the simulator must start: {e:#}"));
-        Node { dir, cluster }
-    }
-
-    fn root(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn irsa(&self) -> Command {
-        let mut c = irsa(self.root());
-        for (k, v) in self.cluster.env() {
-            c.env(k, v);
-        }
-        c
-    }
-
-    fn running_issuers(&self) -> Vec<String> {
-        self.cluster
-            .wait_ready(Duration::from_secs(10))
-            .unwrap_or_else(|e| panic!("the simulated apiserver is not ready: {e:#}"));
-        self.cluster.status().settings.unwrap().issuers
-    }
-}
 
 /// A run in progress whose stderr is read line by line.
 struct Running {
@@ -199,7 +150,7 @@ fn a_signal_at_each_step_after_the_write_rolls_back() {
         ("before-finish", Signal::SIGTERM),
     ] {
         let what = format!("{sig} at {point}");
-        let node = Node::start();
+        let node = SimNode::start("k3s-default", "k3s");
         let old = node.running_issuers();
         let before = node_files(node.root());
         let mut c = node.irsa();
@@ -275,7 +226,7 @@ fn a_signal_before_the_first_write_changes_nothing() {
 
 #[test]
 fn a_second_signal_stops_at_once_and_the_next_apply_recovers() {
-    let node = Node::start();
+    let node = SimNode::start("k3s-default", "k3s");
     let old = node.running_issuers();
     let before = node_files(node.root());
     let mut c = node.irsa();
@@ -329,7 +280,7 @@ fn a_second_signal_stops_at_once_and_the_next_apply_recovers() {
 
 #[test]
 fn a_restart_systemd_never_answers_ends_at_the_deadline_and_rolls_back() {
-    let node = Node::start();
+    let node = SimNode::start("k3s-default", "k3s");
     let old = node.running_issuers();
     let before = node_files(node.root());
     node.cluster.inject(Fault::RestartUnitNeverAnswers);
@@ -361,7 +312,7 @@ fn a_restart_systemd_never_answers_ends_at_the_deadline_and_rolls_back() {
 
 #[test]
 fn a_signal_during_a_wait_is_noticed_at_once() {
-    let node = Node::start();
+    let node = SimNode::start("k3s-default", "k3s");
     let before = node_files(node.root());
     node.cluster.inject(Fault::RestartUnitNeverAnswers);
     let mut c = node.irsa();

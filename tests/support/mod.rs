@@ -19,6 +19,7 @@ pub mod demo;
 pub mod effective;
 pub mod issuer_host;
 pub mod sim;
+pub mod sim_node;
 pub mod tree;
 
 pub use effective::{apiserver_args, sa_settings, SaSettings};
