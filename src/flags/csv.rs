@@ -32,38 +32,43 @@ pub fn read_csv(value: &str) -> Result<Vec<String>> {
                     Some(c) => field.push(c),
                 }
             }
-            match chars.next() {
-                None | Some('\n') => {
-                    fields.push(field);
-                    return Ok(fields);
-                }
-                Some('\r') if matches!(chars.peek(), None | Some('\n')) => {
-                    fields.push(field);
-                    return Ok(fields);
-                }
+            let c = chars.next();
+            if ends_record(c, chars.peek()) {
+                fields.push(field);
+                return Ok(fields);
+            }
+            match c {
                 Some(',') => fields.push(field),
-                Some(_) => bail!("extraneous or missing \" in quoted-field"),
+                _ => bail!("extraneous or missing \" in quoted-field"),
             }
         } else {
             loop {
-                match chars.next() {
-                    None | Some('\n') => {
-                        fields.push(field);
-                        return Ok(fields);
-                    }
-                    Some('\r') if matches!(chars.peek(), None | Some('\n')) => {
-                        fields.push(field);
-                        return Ok(fields);
-                    }
+                let c = chars.next();
+                if ends_record(c, chars.peek()) {
+                    fields.push(field);
+                    return Ok(fields);
+                }
+                match c {
                     Some(',') => {
                         fields.push(field);
                         break;
                     }
                     Some('"') => bail!("bare \" in non-quoted-field"),
-                    Some(c) => field.push(c),
+                    // Never None: the end of the text ends the record above.
+                    c => field.extend(c),
                 }
             }
         }
+    }
+}
+
+/// `c` (followed by `next`) ends the record: the end of the text, a line
+/// break, or a `\r` before either.
+fn ends_record(c: Option<char>, next: Option<&char>) -> bool {
+    match c {
+        None | Some('\n') => true,
+        Some('\r') => matches!(next, None | Some('\n')),
+        _ => false,
     }
 }
 
