@@ -351,3 +351,19 @@ def test_the_fish_completion_completes_flags(assets):
     r = run("fish", "--no-config", "-c", script)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split()[0] == "--issuer", r.stdout
+
+
+@pytest.mark.parametrize("ci", ["", "true"])
+def test_a_missing_tool_skips_outside_ci_and_fails_under_it(monkeypatch, ci):
+    # The rule every package test goes through (rpm, dpkg-deb, groff, zsh,
+    # fish): a developer's machine without the tool skips, CI fails.
+    tool = "irsa-agent-no-such-tool"
+    assert shutil.which(tool) is None
+    if ci:
+        monkeypatch.setenv("CI", ci)
+    else:
+        monkeypatch.delenv("CI", raising=False)
+    expected = pytest.fail.Exception if ci else pytest.skip.Exception
+    with pytest.raises(expected, match=tool):
+        need("sh", tool)
+    need("sh")  # present: neither
